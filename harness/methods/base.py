@@ -1,0 +1,82 @@
+"""Method contract: a decorated factory taking a pydantic params model, returning a step."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.config import FinetuneSpec
+    from harness.tasks import TaskData, TaskSpec
+
+Level = Literal["torch", "onnx"]
+
+
+class MethodParams(BaseModel):
+    """Base for every method's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class MethodContext:
+    """What a step may use besides the model it transforms."""
+
+    task: TaskSpec
+    finetune: FinetuneSpec
+    workdir: Path
+    tokenizer: Any = None
+    load_train: Callable[[], TaskData] | None = None
+    teacher: Any = None  # the fine-tuned baseline (torch model) of the same model and task
+    load_model: Callable[[str], Any] | None = None  # fine-tuned baseline of another suite model
+    notes: list[str] = field(default_factory=list)  # said in the record
+
+    def train_data(self) -> TaskData:
+        if self.load_train is None:
+            from harness.errors import DataError
+
+            raise DataError(f"{self.task.name}: no training data available for this method")
+        return self.load_train()
+
+
+class TorchStep(Protocol):
+    def apply(self, model: Any, ctx: MethodContext) -> Any: ...
+
+
+class OnnxStep(Protocol):
+    def apply(self, onnx_path: Path, out_dir: Path, ctx: MethodContext) -> Path: ...
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    level: Level
+    params: type[MethodParams]
+    factory: Callable[[Any], TorchStep | OnnxStep]
+    summary: str
+    version: str = "1"  # bump when the method's output changes, so cached artifacts are rebuilt
+
+
+METHODS: Registry[MethodInfo] = Registry("method", entry_point_group="harness.methods")
+
+
+class NoParams(MethodParams):
+    pass
+
+
+def method(
+    name: str, *, level: Level, params: type[MethodParams] = NoParams, version: str = "1"
+) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Register a compression method: `@method("int8-dynamic", level="onnx", params=P)`."""
+
+    def deco(factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
+        METHODS.add(name, MethodInfo(name, level, params, factory, summary, version))
+        return factory
+
+    return deco

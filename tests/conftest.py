@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny BERT built in the test, tiny GLUE-format data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GLUE = REPO.parent / "shared" / "glue"
+
+WORDS = ("the a an is was not good bad movie film great terrible it this that he she they "
+         "said says company shares percent year new one two three man woman dog cat sat on "
+         "mat and or but very quite really yes no").split()
+
+
+def make_tiny_bert(path: Path, num_labels: int = 2, layers: int = 2, hidden: int = 32,
+                   heads: int = 4, intermediate: int = 64, seed: int = 0) -> Path:
+    """Save a tiny random BertForSequenceClassification with a word-level vocab to `path`."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,'"]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate,
+                        max_position_embeddings=128, num_labels=num_labels,
+                        problem_type="regression" if num_labels == 1 else None)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 2-label BERT saved as a local model directory (loadable by the Auto classes)."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def write_tiny_glue(root: Path, n_train: int = 48, n_dev: int = 24) -> Path:
+    """MRPC and RTE in the canonical glue_data layout (BOM header for MRPC), seeded."""
+    import random
+
+    rng = random.Random(0)
+
+    def sent() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12)))
+
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        (root / "MRPC").mkdir(parents=True, exist_ok=True)
+        rows = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        rows += [f"{rng.randint(0, 1)}\t{i}\t{i + 1000}\t{sent()}\t{sent()}" for i in range(n)]
+        (root / "MRPC" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        (root / "RTE").mkdir(parents=True, exist_ok=True)
+        rows = ["index\tsentence1\tsentence2\tlabel"]
+        labels = ("entailment", "not_entailment")
+        rows += [f"{i}\t{sent()}\t{sent()}\t{rng.choice(labels)}" for i in range(n)]
+        (root / "RTE" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_glue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_glue(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture(scope="session")
+def shared_glue() -> Path:
+    if not (SHARED_GLUE / "MRPC" / "dev.tsv").exists():
+        pytest.skip(f"real GLUE data not found at {SHARED_GLUE}")
+    return SHARED_GLUE
