@@ -46,7 +46,8 @@ class Record(BaseModel):
     spearmanr: float | None = None
     eval_split: str | None = None
     n_eval: int | None = None
-    torch_metric_value: float | None = None  # the same metric through PyTorch, before export
+    accuracy_mismatched: float | None = None  # MNLI's second dev set
+    predictions_path: str | None = None  # per-example dev predictions (.npy), for paired tests
     # export parity (PyTorch vs ONNX on dev examples)
     parity_agreement: float | None = None
     parity_max_abs_diff: float | None = None

@@ -25,7 +25,8 @@ def make_tiny_bert(path: Path, num_labels: int = 2, layers: int = 2, hidden: int
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,'"]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = list(dict.fromkeys([*specials, *WORDS, *"abcdefghijklmnopqrstuvwxyz.,'"]))
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)

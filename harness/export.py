@@ -1,0 +1,71 @@
+"""ONNX export through optimum-onnx, and the PyTorch-vs-ONNX parity check."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.tasks import TaskData
+
+log = logging.getLogger(__name__)
+ONNX_NAME = "model.onnx"
+
+
+def export_onnx(model: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """Export a sequence-classification model to `out_dir/model.onnx` (dynamic batch and seq)."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export_from_model(model, out_dir, task="text-classification", do_validation=False,
+                               preprocessors=[tokenizer] if tokenizer is not None else None)
+    path = out_dir / ONNX_NAME
+    if not path.exists():
+        raise RuntimeError(f"optimum-onnx wrote no {ONNX_NAME} in {out_dir}")
+    return path
+
+
+def encode_batch(tokenizer: Any, data: TaskData, start: int, stop: int, max_len: int,
+                 names: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+    """Tokenize examples [start, stop) to int64 arrays, keeping only the inputs in `names`."""
+    text_b = None if data.text_b is None else data.text_b[start:stop]
+    enc = tokenizer(data.text_a[start:stop], text_b, truncation=True, max_length=max_len,
+                    padding="max_length" if pad_to else "longest", return_tensors="np")
+    return {k: v.astype(np.int64) for k, v in enc.items() if k in names}
+
+
+def torch_logits(model: Any, tokenizer: Any, data: TaskData, max_len: int,
+                 batch_size: int = 64) -> np.ndarray:
+    """Logits of the PyTorch model (float32), shape (n, num_labels)."""
+    import torch
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            feed = encode_batch(tokenizer, data, start, start + batch_size, max_len, names)
+            logits = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
+            out.append(logits.float().numpy())
+    return np.concatenate(out)
+
+
+def parity(torch_out: np.ndarray, onnx_out: np.ndarray, regression: bool) -> dict[str, float]:
+    """Prediction agreement and max |logit difference| between two sets of logits."""
+    diff = float(np.max(np.abs(torch_out - onnx_out))) if torch_out.size else 0.0
+    if regression:
+        agree = float(np.mean(np.abs(torch_out - onnx_out) < 1e-2))
+    else:
+        agree = float(np.mean(torch_out.argmax(-1) == onnx_out.argmax(-1)))
+    return {"parity_agreement": agree, "parity_max_abs_diff": diff}
+
+
+def count_params(model: Any) -> dict[str, int]:
+    """Total and non-zero parameter counts of a torch model."""
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    return {"params": int(total), "nonzero_params": int(nonzero)}
