@@ -35,13 +35,16 @@ def run(suite: Path,
         results_dir: Annotated[Path, typer.Option(help="Where runs/ and cache/ live.")] = DEFAULT_RESULTS,
         run_id: Annotated[str | None, typer.Option(help="Resume or name a run.")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every artifact.")] = False,
+        executor: Annotated[str | None, typer.Option(help="local or ray (default: the suite's).")] = None,
+        address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         ) -> None:
     """Run (or resume) a suite; exit 1 if any cell failed."""
     from harness.runner import run_suite
 
-    summary = run_suite(suite, results_dir, run_id, use_cache=not no_cache)
+    summary = run_suite(suite, results_dir, run_id, use_cache=not no_cache, executor=executor,
+                        address=address)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
-    typer.echo(f"run {summary.run_dir.name}: {counts}")
+    typer.echo(f"run {summary.run_dir.name}: {counts} in {summary.wall_seconds:.0f}s")
     typer.echo(f"leaderboard: {summary.run_dir / 'leaderboard.md'}")
     typer.echo(f"report:      {summary.run_dir / 'report.html'}")
     raise typer.Exit(summary.exit_code)

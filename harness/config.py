@@ -50,6 +50,20 @@ class TimingSpec(Strict):
     seed: int = 0
 
 
+class RaySpec(Strict):
+    """Resources of each stage when the suite runs on a Ray cluster."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a local instance
+    train_cpus: float = Field(1.0, gt=0)  # fine-tune, compress, export, evaluate
+    train_gpus: float = Field(0.0, ge=0)
+    timing_gpus: float = Field(0.0, ge=0)  # give CUDA timing a GPU
+    # CPU timing takes this custom resource (start each node with `--resources
+    # '{"harness_timing": 1}'`) so nothing else runs beside it; when no node has it, a timing
+    # stage asks for every CPU of the largest node instead.
+    timing_resource: str = "harness_timing"
+    max_retries: int = Field(1, ge=0)  # a stage whose worker dies is retried this often
+
+
 RawStep = str | dict[str, Any]
 
 
@@ -66,6 +80,7 @@ class Suite(Strict):
     finetune: FinetuneSpec = FinetuneSpec()
     timing: TimingSpec = TimingSpec()
     executor: Literal["local", "ray"] = "local"
+    ray: RaySpec = RaySpec()
 
     @field_validator("tasks")
     @classmethod

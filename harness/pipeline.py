@@ -38,12 +38,17 @@ class Cell:
 
 @dataclass
 class Built:
-    """What the stages produced for a cell, ready for timing."""
+    """What the stages produced for a cell, ready for timing (picklable, for executors)."""
 
     onnx_path: Path
-    tokenizer: Any
+    tokenizer_dir: Path
     key: str
     info: dict[str, Any]  # record fields: metrics, parity, sizes, notes
+
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.tokenizer_dir)
 
 
 def plan(suite: Suite, pipelines: list[Pipeline]) -> list[Cell]:
@@ -220,16 +225,15 @@ class Stages:
         export_dir, key = self.exported(cell, torch_dir, key)
         export_info = self.cache.info(export_dir)
         onnx_path, key = self.onnx_steps(cell, export_dir, key, notes)
-        tokenizer = _load_tokenizer(export_dir)
         info = dict(export_info)
         info.pop("fp32_optimization", None)
-        info |= self.evaluated(cell, onnx_path, key, tokenizer)
+        info |= self.evaluated(cell, onnx_path, key, _load_tokenizer(export_dir))
         info |= {"onnx_bytes": onnx_path.stat().st_size, "onnx_zip_bytes": zipped_size(onnx_path),
                  "notes": notes, "artifact_key": key}
         spec = get_task(cell.task)
         info["metric_name"] = spec.main_metric
         info["metric_value"] = info.get(spec.main_metric)
-        return Built(onnx_path, tokenizer, key, info)
+        return Built(onnx_path, export_dir, key, info)
 
     def _data_id(self, task: str, split: str) -> dict[str, Any]:
         ft = self.suite.finetune

@@ -1,0 +1,32 @@
+"""Executors run a suite's cells; the local one in-process, the Ray one on a cluster."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.pipeline import Cell
+    from harness.records import Record
+    from harness.runner import CellRunner
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, cells: list[Cell], runner: CellRunner, done: set[tuple]) -> Iterator[Record]:
+        """Yield every new record as soon as it exists; the caller stores it."""
+        ...
+
+
+def make_executor(name: str, address: str | None = None) -> Executor:
+    if name == "local":
+        from harness.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name == "ray":
+        from harness.executors.ray import RayExecutor
+
+        return RayExecutor(address)
+    raise ConfigError(f"executor: unknown executor '{name}' (local or ray)")
