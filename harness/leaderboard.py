@@ -1,0 +1,217 @@
+"""Collate records into leaderboards: deltas against the baseline, Pareto fronts, GLUE score."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.records import Record
+
+log = logging.getLogger(__name__)
+
+CELL = ["model", "task", "variant", "provider", "batch_size", "seq_len"]
+BASE_KEY = ["model", "task", "provider", "batch_size", "seq_len"]
+FRONT_KEY = ["task", "provider", "batch_size", "seq_len"]
+BASELINE = "baseline"
+_TABLE_DROP = ("samples_ms", "env", "session", "method_params")
+_MB = 1e6
+# columns the per-task sections leave out (in the heading, or in the CSV only)
+SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage")
+_ALWAYS = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
+
+# leaderboard column -> header shown in Markdown and HTML tables
+DISPLAY = {
+    "model": "model", "task": "task", "variant": "variant", "provider": "provider",
+    "batch_size": "batch", "seq_len": "seq", "metric_name": "metric name", "metric": "metric",
+    "metric_delta": "Δ metric", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
+    "speedup": "speedup ×", "throughput_per_s": "items/s", "params": "params",
+    "nonzero_params": "nonzero", "onnx_mb": "ONNX MB", "onnx_zip_mb": "zip MB",
+    "size_ratio": "size ×", "gflops_per_s": "GFLOP/s", "efficiency": "efficiency",
+    "unstable": "unstable", "pareto": "Pareto", "status": "status",
+    "glue_score": "GLUE score", "n_tasks": "n tasks",
+}
+# the columns of leaderboard(), in order
+COLUMNS = [
+    *CELL, "metric_name", "metric", "metric_delta", "latency_p50_ms", "latency_p90_ms",
+    "speedup", "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb",
+    "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
+    "onnx_bytes", "error", "stage",
+]
+
+
+def records_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One flat row per record; raw samples, env and session dicts are left out."""
+    fields = [f for f in Record.model_fields if f not in _TABLE_DROP]
+    rows = [r.model_dump(exclude=set(_TABLE_DROP)) for r in records]
+    df = pd.DataFrame(rows, columns=fields)
+    if df.empty:
+        return df
+    df["variant"] = df["variant"].where(df["variant"].astype(bool), df["method"])
+    df["notes"] = df["notes"].map(lambda notes: "; ".join(notes))
+    return df
+
+
+def _is_baseline(df: pd.DataFrame) -> pd.Series:
+    return (df["method"] == BASELINE) | (df["variant"] == BASELINE)
+
+
+def _ratio(num: pd.Series, den: pd.Series) -> pd.Series:
+    num, den = num.astype("float64"), den.astype("float64")
+    return num / den.where(den > 0)
+
+
+def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell with absolute numbers, columns relative to the baseline, Pareto flag."""
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    df = df.drop_duplicates(CELL, keep="last")
+    out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "metric_name"]})
+    out["metric"] = df["metric_value"].astype("float64") * 100
+    out["latency_p50_ms"] = df["latency_ms_p50"].astype("float64")
+    out["latency_p90_ms"] = df["latency_ms_p90"].astype("float64")
+    for col in ("throughput_per_s", "params", "nonzero_params", "gflops_per_s", "efficiency"):
+        out[col] = df[col].astype("float64")
+    out["onnx_mb"] = df["onnx_bytes"].astype("float64") / _MB
+    out["onnx_zip_mb"] = df["onnx_zip_bytes"].astype("float64") / _MB
+    out["onnx_bytes"] = df["onnx_bytes"].astype("float64")
+    out["unstable"] = df["unstable"].astype("boolean")
+    out["error"], out["stage"] = df["error"], df["stage"]
+    out = _add_relative(out)
+    out["pareto"] = pareto_front(out)
+    out = out.assign(_base=~_is_baseline(out)).sort_values(
+        [*FRONT_KEY, "model", "_base", "variant"], kind="stable")
+    return out[COLUMNS].reset_index(drop=True)
+
+
+def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
+    """metric delta (points), speedup (baseline p50 / p50), size ratio (bytes / baseline's)."""
+    base = out[_is_baseline(out) & (out["status"] == "ok")]
+    base = base[[*BASE_KEY, "metric", "latency_p50_ms", "onnx_bytes"]].drop_duplicates(BASE_KEY)
+    base = base.rename(columns={"metric": "_bm", "latency_p50_ms": "_bp50", "onnx_bytes": "_bb"})
+    merged = out.merge(base, on=BASE_KEY, how="left")
+    merged.index = out.index
+    out["metric_delta"] = merged["metric"] - merged["_bm"]
+    out["speedup"] = _ratio(merged["_bp50"], merged["latency_p50_ms"])
+    out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
+    ok = out["status"] == "ok"
+    for col in ("metric_delta", "speedup", "size_ratio"):
+        out.loc[~ok, col] = np.nan
+    return out
+
+
+def pareto_front(lb: pd.DataFrame) -> pd.Series:
+    """True for ok rows no other ok row beats on both metric (higher) and p50 (lower).
+
+    Fronts are per (task, provider, batch size, sequence length), across models and variants.
+    """
+    flags = pd.Series(False, index=lb.index)
+    usable = lb[(lb["status"] == "ok") & lb["metric"].notna() & lb["latency_p50_ms"].notna()]
+    for _, group in usable.groupby(FRONT_KEY, sort=False):
+        metric = group["metric"].to_numpy()
+        p50 = group["latency_p50_ms"].to_numpy()
+        for idx, m, t in zip(group.index, metric, p50):
+            dominated = (metric >= m) & (p50 <= t) & ((metric > m) | (p50 < t))
+            flags[idx] = not dominated.any()
+    return flags
+
+
+def _glue_task(task: str, split: object) -> str | None:
+    """MNLI counts once, with its matched dev set; mismatched rows are left out."""
+    key = task.replace("-", "").replace("_", "").lower()
+    if key in ("mnlimm", "mnlimismatched") or (
+            key.startswith("mnli") and isinstance(split, str) and "mismatched" in split):
+        return None
+    return "mnli" if key in ("mnlim", "mnlimatched") else task
+
+
+def glue_score(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, variant): mean main metric (points) over the tasks with ok rows, and which."""
+    cols = ["model", "variant", "glue_score", "n_tasks", "tasks"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    points = (df["metric_value"].astype("float64") * 100 if "metric_value" in df
+              else df["metric"].astype("float64"))
+    split = df["eval_split"] if "eval_split" in df else pd.Series(None, index=df.index)
+    rows = pd.DataFrame({
+        "model": df["model"], "variant": df["variant"], "points": points,
+        "task": [_glue_task(t, s) for t, s in zip(df["task"], split)],
+    })
+    rows = rows[(df["status"] == "ok") & rows["points"].notna() & rows["task"].notna()]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    # the metric does not depend on provider, batch or sequence length: one value per task
+    per_task = rows.groupby(["model", "variant", "task"], sort=True)["points"].first()
+    grouped = per_task.reset_index().groupby(["model", "variant"], sort=True)
+    out = grouped.agg(glue_score=("points", "mean"), n_tasks=("task", "size"),
+                      tasks=("task", lambda t: ", ".join(sorted(t))))
+    return out.reset_index()[cols]
+
+
+def failures(df: pd.DataFrame) -> pd.DataFrame:
+    """The failed and skipped cells with the stage and reason."""
+    cols = [*CELL, "status", "stage", "error"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    return df.loc[df["status"] != "ok", cols].reset_index(drop=True)
+
+
+def _fmt(value: object, col: str) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if col in ("unstable", "pareto"):
+        return ("yes" if col == "unstable" else "★") if bool(value) else ""
+    if col == "metric_delta":
+        return f"{value:+.2f}"
+    if col in ("speedup", "size_ratio"):
+        return f"{value:.2f}×"
+    if col in ("params", "nonzero_params"):
+        return f"{value / 1e6:.2f}M"
+    if col in ("onnx_mb", "onnx_zip_mb", "metric", "glue_score", "latency_p50_ms",
+               "latency_p90_ms"):
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def task_heading(rows: pd.DataFrame) -> str:
+    """'sst2 · accuracy' for one task's rows (the metric name leaves the table)."""
+    names = rows["metric_name"].dropna().unique()
+    return f"{rows['task'].iloc[0]} · {', '.join(map(str, names))}" if len(names) else str(
+        rows["task"].iloc[0])
+
+
+def _has_value(col: pd.Series) -> bool:
+    if col.name == "unstable":
+        return bool(col.fillna(False).astype(bool).any())
+    return bool(col.notna().any())
+
+
+def display_table(frame: pd.DataFrame, drop: Iterable[str] = (), compact: bool = False
+                  ) -> pd.DataFrame:
+    """Strings ready to print, with the short headers of DISPLAY; other columns keep names.
+
+    compact leaves out optional columns with no value in any row (e.g. GFLOP/s on CPU-only runs).
+    """
+    cols = [c for c in frame.columns if c not in set(drop)]
+    if compact:
+        cols = [c for c in cols if c in _ALWAYS or _has_value(frame[c])]
+    shown = pd.DataFrame({DISPLAY.get(c, c): [_fmt(v, c) for v in frame[c]] for c in cols})
+    return shown.astype(object)
+
+
+def write_tables(records: Iterable[Record], run_dir: Path) -> tuple[Path, Path]:
+    """Write leaderboard.md (sections per task, GLUE score, failures) and leaderboard.csv."""
+    from harness.report.markdown import render_markdown  # report builds on this module
+
+    df = records_frame(records)
+    lb = leaderboard(df)
+    csv_path, md_path = run_dir / "leaderboard.csv", run_dir / "leaderboard.md"
+    lb.to_csv(csv_path, index=False)
+    md_path.write_text(render_markdown(lb, glue_score(df), failures(df)), encoding="utf-8")
+    log.info("wrote %s and %s (%d rows)", md_path, csv_path, len(lb))
+    return md_path, csv_path

@@ -1,0 +1,44 @@
+"""GitHub Markdown tables of a leaderboard: one section per task, GLUE score, failures."""
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.leaderboard import SECTION_DROP, display_table, task_heading
+
+_MAX_CELL = 300
+
+
+def md_cell(text: str) -> str:
+    """One table cell: a single line, no pipes, no raw HTML."""
+    text = " ".join(str(text).split())
+    if len(text) > _MAX_CELL:
+        text = text[: _MAX_CELL - 1] + "…"
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|"))
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    """A string frame as a GitHub pipe table, every cell escaped."""
+    if frame.empty:
+        return "_none_"
+    clean = frame.map(md_cell)
+    clean.columns = [md_cell(c) for c in frame.columns]
+    return clean.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+
+
+def render_markdown(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
+    """The whole leaderboard.md text."""
+    parts = ["# Leaderboard", "",
+             "metric in points (×100); Δ metric, speedup (baseline p50 / p50) and size "
+             "(ONNX bytes / baseline's) are relative to the baseline of the same model, task, "
+             "provider, batch and sequence length; ★ marks the accuracy/latency Pareto front "
+             "of each task and timing setting.", ""]
+    for _, rows in lb.groupby("task", sort=True):
+        shown = display_table(rows, SECTION_DROP, compact=True)
+        parts += [f"## {md_cell(task_heading(rows))}", "", md_table(shown), ""]
+    parts += ["## GLUE score", "",
+              "Mean main metric (points) over the tasks listed; scores over different task "
+              "sets are not comparable. MNLI counts once (matched).", "",
+              md_table(display_table(glue)), ""]
+    parts += ["## Failed and skipped cells", "", md_table(display_table(fails)), ""]
+    return "\n".join(parts)
