@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -288,3 +289,30 @@ def _markdown(cmp: Comparison) -> str:
     cells = pd.DataFrame([_cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)
+
+
+def _load_predictions(new: Record, base: Record) -> tuple | None:
+    """(pred_new, pred_base, labels) from the records' stored dev predictions, if both exist."""
+    paths = [Path(r.predictions_path) if r.predictions_path else None for r in (new, base)]
+    if not all(p is not None and p.exists() for p in paths):
+        return None
+    labels = paths[0].with_name("labels_dev.npy")  # type: ignore[union-attr]
+    if not labels.exists():
+        return None
+    return np.load(paths[0]), np.load(paths[1]), np.load(labels)  # type: ignore[arg-type]
+
+
+DEFAULT_THRESHOLDS = ["latency_ms_p50:5%", "metric:-0.5"]
+
+
+def compare_run_dirs(run_dir: Path, baseline_dir: Path, *, thresholds: list[str],
+                     force: bool = False) -> Comparison:
+    """Compare two run directories, pairing metric tests on their stored predictions."""
+    from harness.store import RECORDS, load_records
+
+    new = load_records(run_dir / RECORDS)
+    base = {r.key: r for r in load_records(baseline_dir / RECORDS)}
+    predictions = {r.key: p for r in new if r.key in base
+                   if (p := _load_predictions(r, base[r.key])) is not None}
+    return compare_runs(new, base.values(), thresholds=thresholds or DEFAULT_THRESHOLDS,
+                        force=force, predictions=predictions)

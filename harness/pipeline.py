@@ -208,6 +208,7 @@ class Stages:
                 data = self.split(cell.task, name)
                 logits = onnx_logits(onnx_path, tokenizer, data, max_len)
                 np.save(out / f"predictions_{name}.npy", predictions_from_logits(spec, logits))
+                np.save(out / f"labels_{name}.npy", data.labels)
                 metrics = evaluate_logits(spec, data, logits)
                 if name == "dev":
                     result |= metrics | {"n_eval": len(data), "eval_split": "dev"}

@@ -1,0 +1,216 @@
+"""A small seeded PyTorch fine-tuning loop (optionally with knowledge distillation) and prediction."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from harness.config import FinetuneSpec
+    from harness.methods.distill import KDLoss
+    from harness.tasks.spec import TaskData, TaskSpec
+
+log = logging.getLogger(__name__)
+
+Features = dict[str, list[list[int]]]
+
+
+@dataclass
+class TrainLog:
+    """What a training run did: optimizer steps, losses, wall time."""
+
+    steps: int
+    examples: int
+    epochs: float
+    final_loss: float  # mean over the last logging window
+    mean_loss: float
+    seconds: float
+    loss_curve: list[float] = field(default_factory=list)  # mean loss per logging window
+
+
+def _tokenize(tokenizer: Any, data: TaskData, max_len: int) -> Features:
+    if data.text_b is None:
+        enc = tokenizer(list(data.text_a), truncation=True, max_length=max_len)
+    else:
+        enc = tokenizer(list(data.text_a), list(data.text_b), truncation=True, max_length=max_len)
+    return {k: list(v) for k, v in enc.items() if k in tokenizer.model_input_names}
+
+
+def _collate(features: Features, idx: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad the selected examples to the longest one among them."""
+    ids = [features["input_ids"][i] for i in idx]
+    width = max(len(x) for x in ids)
+    out = {}
+    for key, rows in features.items():
+        fill = pad_id if key == "input_ids" else 0
+        out[key] = torch.tensor([rows[i] + [fill] * (width - len(rows[i])) for i in idx])
+    return out
+
+
+def encode(tokenizer: Any, data: TaskData, max_len: int) -> dict[str, torch.Tensor]:
+    """Tokenize (truncate to max_len) and pad every example of `data` to the longest one."""
+    features = _tokenize(tokenizer, data, max_len)
+    return _collate(features, range(len(data)), tokenizer.pad_token_id or 0)
+
+
+def iter_batches(tokenizer: Any, data: TaskData, max_len: int, batch_size: int
+                 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """(inputs, labels) batches in data order, each padded to its longest example."""
+    features = _tokenize(tokenizer, data, max_len)
+    labels = torch.tensor(data.labels)
+    for i in range(0, len(data), batch_size):
+        idx = list(range(i, min(i + batch_size, len(data))))
+        yield _collate(features, idx, tokenizer.pad_token_id or 0), labels[idx]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Cross-entropy for classification, MSE on the squeezed score for regression."""
+    if regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+    return torch.nn.functional.cross_entropy(logits, labels.long())
+
+
+def _optimizer(model: torch.nn.Module, spec: FinetuneSpec, total: int) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and LayerNorm) with linear warmup then linear decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": spec.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=spec.lr)
+    warmup = int(spec.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _batch_order(n: int, batch_size: int, total: int, seed: int) -> list[np.ndarray]:
+    """Index batches over as many seeded shuffled epochs as `total` steps need."""
+    rng = np.random.default_rng(seed)
+    batches: list[np.ndarray] = []
+    while len(batches) < total:
+        perm = rng.permutation(n)
+        batches += [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    return batches[:total]
+
+
+def finetune(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: TaskData,
+    spec: FinetuneSpec,
+    task: TaskSpec,
+    *,
+    teacher: torch.nn.Module | None = None,
+    kd: KDLoss | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    desc: str = "fine-tune",
+    log_every: int = 50,
+) -> TrainLog:
+    """Train `model` in place for spec.epochs (may be fractional) and leave it in eval mode.
+
+    `spec.max_train_samples` is honoured here (a seeded subset; idempotent if the caller already
+    took one). With a teacher the loss is `kd` (default `KDLoss()`) against the teacher's outputs.
+    `on_step(step, total)` runs before each optimizer step (step counts from 0), e.g. for pruning.
+    """
+    data = data.take(spec.max_train_samples, spec.seed)
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed % 2**32)
+    steps_per_epoch = math.ceil(len(data) / spec.batch_size)
+    total = math.ceil(spec.epochs * steps_per_epoch) if len(data) else 0
+    start = time.perf_counter()
+    if total == 0:
+        model.eval()
+        return TrainLog(0, len(data), spec.epochs, float("nan"), float("nan"), 0.0)
+    if teacher is not None and kd is None:
+        from harness.methods.distill import KDLoss
+
+        kd = KDLoss()
+    features = _tokenize(tokenizer, data, spec.max_seq_len)
+    labels = torch.tensor(data.labels)
+    device = _device(model)
+    opt, sched = _optimizer(model, spec, total)
+    if teacher is not None:
+        teacher.eval()
+    model.train()
+    losses: list[float] = []
+    curve: list[float] = []
+    bar = tqdm(_batch_order(len(data), spec.batch_size, total, spec.seed), desc=desc,
+               total=total, leave=False, disable=None)
+    for step, idx in enumerate(bar):
+        if on_step is not None:
+            on_step(step, total)
+        batch = {k: v.to(device) for k, v in _collate(features, idx, tokenizer.pad_token_id or 0).items()}
+        y = labels[idx].to(device)
+        if teacher is None:
+            loss = task_loss(model(**batch).logits, y, task.is_regression)
+        else:
+            loss = _kd_loss(model, teacher, kd, batch, y, task.is_regression)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0 or step + 1 == total:
+            window = losses[-((step % log_every) + 1):]
+            curve.append(float(np.mean(window)))
+            bar.set_postfix(loss=f"{curve[-1]:.4f}")
+            log.info("%s step %d/%d loss %.4f lr %.2e", desc, step + 1, total, curve[-1],
+                     sched.get_last_lr()[0])
+    model.eval()
+    seconds = time.perf_counter() - start
+    return TrainLog(total, len(data), spec.epochs, curve[-1], float(np.mean(losses)), seconds, curve)
+
+
+def _kd_loss(model: torch.nn.Module, teacher: torch.nn.Module, kd: KDLoss,
+             batch: dict[str, torch.Tensor], labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    hidden = kd.alpha_cos > 0
+    out = model(**batch, output_hidden_states=hidden)
+    t_device = _device(teacher)
+    with torch.no_grad():
+        t_out = teacher(**{k: v.to(t_device) for k, v in batch.items()}, output_hidden_states=hidden)
+    device = labels.device
+    return kd(
+        out.logits, t_out.logits.to(device), labels, regression=regression,
+        s_hidden=out.hidden_states[-1] if hidden else None,
+        t_hidden=t_out.hidden_states[-1].to(device) if hidden else None,
+        mask=batch.get("attention_mask"),
+    )
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, tokenizer: Any, data: TaskData, max_len: int,
+            batch_size: int = 64) -> np.ndarray:
+    """Logits in data order: (n, num_labels) for classification, (n,) for regression.
+
+    Examples are batched by length (less padding) and put back in their original order.
+    """
+    model.eval()
+    features = _tokenize(tokenizer, data, max_len)
+    order = np.argsort([len(x) for x in features["input_ids"]], kind="stable")
+    device = _device(model)
+    chunks = []
+    for i in range(0, len(order), batch_size):
+        batch = _collate(features, order[i:i + batch_size], tokenizer.pad_token_id or 0)
+        chunks.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+    logits = torch.cat(chunks).numpy() if chunks else np.zeros((0, model.config.num_labels), np.float32)
+    out = np.empty_like(logits)
+    out[order] = logits
+    return out[:, 0] if out.shape[1] == 1 else out
