@@ -4,10 +4,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt,
+                      ValidationError)
 
 from harness.errors import ConfigError, HarnessError
 
@@ -67,6 +68,18 @@ class RaySpec(Strict):
 RawStep = str | dict[str, Any]
 
 
+def _canonical_task(name: str) -> str:
+    from harness.tasks import canonical_task
+
+    try:
+        return canonical_task(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+TaskName = Annotated[str, AfterValidator(_canonical_task)]
+
+
 class Suite(Strict):
     """A suite file: the matrix of models x tasks x method pipelines to measure."""
 
@@ -75,19 +88,12 @@ class Suite(Strict):
     data_dir: Path | None = None
     data_source: Literal["auto", "local", "hub"] = "auto"
     models: list[str] = Field(min_length=1)
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[TaskName] = Field(min_length=1)
     methods: list[RawStep | list[RawStep]] = ["baseline"]
     finetune: FinetuneSpec = FinetuneSpec()
     timing: TimingSpec = TimingSpec()
     executor: Literal["local", "ray"] = "local"
     ray: RaySpec = RaySpec()
-
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, value: list[str]) -> list[str]:
-        from harness.tasks import canonical_task
-
-        return [canonical_task(t) for t in value]
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,8 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         loc = ".".join(x for x in (prefix, loc) if x)
-        lines.append(f"{loc or '<suite>'}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc or '<suite>'}: {msg}")
     return lines
 
 

@@ -96,12 +96,12 @@ class CellRunner:
         return [self._timed(cell, result.built, tokenizer, shape) for shape in todo]
 
     def _timed(self, cell: Cell, built: Built, tokenizer: Any, shape: Shape) -> Record:
-        from harness.timing import paired_inputs, time_onnx
+        from harness.timing import make_inputs, time_onnx
 
         provider, batch, seq = shape
         try:
             dev = self.stages.split(cell.task, "dev")
-            feed = paired_inputs(tokenizer, dev, batch, seq, self.suite.timing.seed)
+            feed = make_inputs(tokenizer, dev.text_a, dev.text_b, batch, seq, self.suite.timing.seed)
             fields = time_onnx(built.onnx_path, provider, self.suite.timing, feed, batch)
         except SkipCell as exc:
             return self.record(cell, shape, built, status="skipped", error=str(exc), stage="time")

@@ -52,6 +52,8 @@ class RunStore:
 
     def records(self, latest_only: bool = True) -> list[Record]:
         """All records; with latest_only, the last record of each cell key."""
+        if not self.records_path.exists():
+            return []
         return load_records(self.records_path, latest_only)
 
     def finished_keys(self) -> set[tuple]:
