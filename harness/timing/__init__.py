@@ -1,0 +1,98 @@
+"""Latency of ONNX models through onnxruntime: sessions, paired inputs, loop, stats, roofline."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from harness.config import TimingSpec
+from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
+from harness.timing.loop import Measurement, measure
+from harness.timing.roofline import count_flops, gemm_peak_gflops, model_flops, roofline_fields
+from harness.timing.session import describe_session, make_session
+from harness.timing.stats import Stats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Measurement", "Stats", "describe_inputs", "feed_for", "gemm_peak_gflops",
+           "make_inputs", "make_session", "measure", "model_flops", "time_file", "time_onnx"]
+
+
+def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
+    arr = inputs.get("input_ids", next(iter(inputs.values())))
+    return int(arr.shape[1])
+
+
+def time_onnx(onnx_path: str | Path, provider: str, spec: TimingSpec,
+              feed_inputs: Mapping[str, np.ndarray], batch_size: int, *,
+              roofline: bool = True) -> dict[str, Any]:
+    """Time one ONNX model on one provider; returns Record fields.
+
+    Fields: the latency statistics, samples_ms, unstable(_reason), load_avg, peak_rss_mb,
+    gpu_mem_mb, session (settings and how the loop ended) and, with `roofline`, flops,
+    gflops_per_s and efficiency. Raises SkipCell when the provider is unavailable.
+    """
+    session = make_session(onnx_path, provider, spec)
+    m = measure(session, feed_for(session, feed_inputs), spec, batch_size=batch_size,
+                provider=provider)
+    fields = m.record_fields()
+    fields["session"] = {**describe_session(session, provider, spec), "measurement": m.details}
+    del session  # its thread pool must not compete with the peak GEMM measurement
+    if roofline:
+        fields.update(_roofline(onnx_path, provider, spec, m, _seq_len(feed_inputs), fields))
+    return fields
+
+
+def _roofline(onnx_path: str | Path, provider: str, spec: TimingSpec, m: Measurement,
+              seq_len: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """flops / gflops_per_s / efficiency; a failure here is noted, never loses the timing."""
+    try:
+        count = count_flops(onnx.load(str(onnx_path), load_external_data=False),
+                            m.batch_size, seq_len)
+        peaks = gemm_peak_gflops(provider, spec)
+    except Exception as exc:  # noqa: BLE001 - the latency above is still valid
+        log.warning("roofline for %s failed: %s", onnx_path, exc)
+        fields["session"]["roofline"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return {}
+    fields["session"]["roofline"] = {"peak_gflops": peaks, "float_flops": count.float_flops,
+                                     "int8_flops": count.int8_flops,
+                                     "uncounted": count.uncounted}
+    return roofline_fields(count, m.stats.median, peaks)
+
+
+def vocab_size(model: onnx.ModelProto, default: int = 2) -> int:
+    """Rows of the word-embedding table that input_ids index, or `default` if not found."""
+    inits = {i.name: i for i in model.graph.initializer}
+    ids = {"input_ids"}
+    for node in model.graph.node:  # topological order: casts of input_ids come first
+        if node.op_type == "Cast" and node.input[0] in ids:
+            ids.add(node.output[0])
+        elif node.op_type == "Gather" and node.input[1] in ids and node.input[0] in inits:
+            return int(inits[node.input[0]].dims[0])
+        elif (node.op_type.endswith("EmbedLayerNormalization") and node.input[0] in ids
+              and node.input[2] in inits):
+            return int(inits[node.input[2]].dims[0])
+    return default
+
+
+def time_file(onnx_path: str | Path, provider: str, batch_size: int, seq_len: int,
+              spec: TimingSpec, tokenizer: Any = None, texts_a: Sequence[str] | None = None,
+              texts_b: Sequence[str] | None = None) -> dict[str, Any]:
+    """Time an ONNX file for `harness time`: tokenized `texts_a`/`texts_b` when a tokenizer
+    and texts are given, otherwise seeded random token ids (said in the `inputs` field)."""
+    if tokenizer is not None and texts_a:
+        inputs = make_inputs(tokenizer, texts_a, texts_b, batch_size, seq_len, spec.seed)
+        described = describe_inputs(batch_size, seq_len, spec.seed, source="given")
+    else:
+        vocab = getattr(tokenizer, "vocab_size", None) or vocab_size(
+            onnx.load(str(onnx_path), load_external_data=False))
+        inputs = random_inputs(batch_size, seq_len, spec.seed, vocab)
+        described = describe_inputs(batch_size, seq_len, spec.seed, source="random")
+        described += f"; ids below {vocab}"
+    fields = time_onnx(onnx_path, provider, spec, inputs, batch_size)
+    return {"model": str(onnx_path), "provider": provider, "batch_size": batch_size,
+            "seq_len": seq_len, "inputs": described, **fields}

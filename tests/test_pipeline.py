@@ -1,0 +1,104 @@
+"""The whole pipeline on a tiny BERT built in the test and tiny GLUE-format data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.runner import run_suite
+from harness.store import RunStore
+
+SUITE = """
+name: tiny
+data_dir: {glue}
+models: [{model}]
+tasks: [mrpc]
+methods: {methods}
+finetune: {{epochs: 1, batch_size: 8, max_seq_len: 32, max_train_samples: 32}}
+timing: {{batch_sizes: [1, 4], seq_lens: [32], warmup: 1, min_iterations: 3, min_seconds: 0.0}}
+"""
+
+
+def suite_file(tmp_path: Path, glue: Path, model: Path, methods: str = "[baseline]") -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(glue=glue, model=model, methods=methods))
+    return path
+
+
+def harness_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli_main", *args],
+                          capture_output=True, text=True)
+
+
+def test_run_records_every_cell_and_resumes(tmp_path: Path, tiny_glue_dir: Path,
+                                            tiny_bert_dir: Path) -> None:
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, "[baseline, prune-structured]")
+    summary = run_suite(suite, tmp_path / "results", "r1")
+    records = RunStore(summary.run_dir).records()
+    assert summary.exit_code == 0
+    assert sorted((r.variant, r.batch_size) for r in records) == [
+        ("baseline", 1), ("baseline", 4), ("prune-structured", 1), ("prune-structured", 4)]
+    for r in records:
+        assert r.status == "ok", r.error
+        assert 0.0 <= r.metric_value <= 1.0 and r.metric_name == "accuracy" and r.f1 is not None
+        assert r.n_eval == 24 and r.parity_agreement == 1.0 and r.parity_max_abs_diff < 1e-4
+        assert r.n_timed >= 3 and len(r.samples_ms) == r.n_timed and r.latency_ms_p50 > 0
+        assert r.onnx_bytes > 0 and r.params > 0 and r.machine and r.env
+    pruned = next(r for r in records if r.variant == "prune-structured")
+    base = next(r for r in records if r.variant == "baseline")
+    assert pruned.params < base.params and pruned.onnx_bytes < base.onnx_bytes
+    for name in ("leaderboard.md", "leaderboard.csv", "report.html", "benchmark.json",
+                 "manifest.json", "suite.yaml"):
+        assert (summary.run_dir / name).exists(), name
+    assert json.loads((summary.run_dir / "manifest.json").read_text())["status_counts"] == {"ok": 4}
+
+    lines = (summary.run_dir / "records.jsonl").read_text().splitlines()
+    again = run_suite(suite, tmp_path / "results", "r1")  # resume: nothing redone
+    assert (again.run_dir / "records.jsonl").read_text().splitlines() == lines
+
+
+def test_failing_cell_is_recorded_and_run_goes_on(tmp_path: Path, tiny_glue_dir: Path,
+                                                  tiny_bert_dir: Path) -> None:
+    # int8-static with 0 calibration rows is refused by its params, so break it at run time:
+    # a distill student that is not in the catalogue fails in its stage, not in validation.
+    methods = "[baseline, {name: distill, student: /nonexistent/model}]"
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, methods)
+    summary = run_suite(suite, tmp_path / "results", "r1")
+    records = RunStore(summary.run_dir).records()
+    statuses = {(r.variant, r.status) for r in records}
+    assert ("baseline", "ok") in statuses
+    failed = [r for r in records if r.status == "failed"]
+    assert len(failed) == 2 and all(r.stage == "build" and r.error for r in failed)
+    assert summary.exit_code == 1
+    assert "failed" in (summary.run_dir / "leaderboard.md").read_text()
+
+
+def test_missing_task_data_is_skipped(tmp_path: Path, tiny_glue_dir: Path,
+                                      tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+                                      ) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir).read_text()
+    path = tmp_path / "s.yaml"
+    path.write_text(suite.replace("tasks: [mrpc]", "tasks: [cola]"))
+    summary = run_suite(path, tmp_path / "results", "r1")
+    (rec, *_) = RunStore(summary.run_dir).records()
+    assert rec.status == "skipped" and "CoLA" in rec.error and summary.exit_code == 0
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, tiny_glue_dir: Path,
+                                              tiny_bert_dir: Path) -> None:
+    text = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir).read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("epochs: 1", "epochs: -1"))
+    res = harness_cli("run", str(bad), "--results-dir", str(tmp_path / "results"))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {bad}: finetune.epochs: Input should be greater than 0"
+    assert not (tmp_path / "results").exists()
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(text.replace(f"data_dir: {tiny_glue_dir}", "data_dir: /no/such/dir"))
+    res = harness_cli("run", str(missing), "--results-dir", str(tmp_path / "results"))
+    assert res.returncode == 2 and "/no/such/dir" in res.stderr
+    assert not (tmp_path / "results").exists()
