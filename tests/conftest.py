@@ -77,3 +77,20 @@ def shared_glue() -> Path:
     if not (SHARED_GLUE / "MRPC" / "dev.tsv").exists():
         pytest.skip(f"real GLUE data not found at {SHARED_GLUE}")
     return SHARED_GLUE
+
+
+TINY_SUITE = """
+name: tiny
+data_dir: {glue}
+models: [{model}]
+tasks: [mrpc]
+methods: {methods}
+finetune: {{epochs: 1, batch_size: 8, max_seq_len: 32, max_train_samples: 32}}
+timing: {{batch_sizes: [1, 4], seq_lens: [32], warmup: 1, min_iterations: 3, min_seconds: 0.0}}
+"""
+
+
+def suite_file(tmp_path: Path, glue: Path, model: Path, methods: str = "[baseline]") -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(TINY_SUITE.format(glue=glue, model=model, methods=methods))
+    return path

@@ -8,24 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import suite_file
+
 from harness.runner import run_suite
 from harness.store import RunStore
-
-SUITE = """
-name: tiny
-data_dir: {glue}
-models: [{model}]
-tasks: [mrpc]
-methods: {methods}
-finetune: {{epochs: 1, batch_size: 8, max_seq_len: 32, max_train_samples: 32}}
-timing: {{batch_sizes: [1, 4], seq_lens: [32], warmup: 1, min_iterations: 3, min_seconds: 0.0}}
-"""
-
-
-def suite_file(tmp_path: Path, glue: Path, model: Path, methods: str = "[baseline]") -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(SUITE.format(glue=glue, model=model, methods=methods))
-    return path
 
 
 def harness_cli(*args: str) -> subprocess.CompletedProcess[str]:
