@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,8 @@ from pydantic import ValidationError
 
 from harness.errors import HarnessError, SchemaError
 from harness.records import Record, parse_record
+
+log = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -43,6 +46,8 @@ class RunStore:
     def append(self, record: Record) -> None:
         """One write of one whole line with O_APPEND, then fsync: a crash loses no record."""
         line = (record.model_dump_json() + "\n").encode()
+        if _torn(self.records_path):
+            line = b"\n" + line  # a crash mid-write left a partial line: end it first
         fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
@@ -68,6 +73,20 @@ class RunStore:
         write_json_atomic(self.dir / MANIFEST, data)
 
 
+def _is_torn_prefix(line: str) -> bool:
+    """A record cut short by a crash: an object that never closed."""
+    return line.startswith("{") and not line.rstrip().endswith("}")
+
+
+def _torn(path: Path) -> bool:
+    """True when the file's last line has no newline (a write cut short)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
 def load_records(path: Path, latest_only: bool = True) -> list[Record]:
     """Read records.jsonl; a truncated last line (crash mid-write) is ignored."""
     if not path.exists():
@@ -82,8 +101,9 @@ def load_records(path: Path, latest_only: bool = True) -> list[Record]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError:
-            if n == len(lines):
-                continue  # torn final line from a crash
+            if n == len(lines) or _is_torn_prefix(line):
+                log.warning("%s: partial record from an interrupted write, ignored", where)
+                continue
             raise HarnessError(f"{where}: not valid JSON") from None
         try:
             record = parse_record(data, where)

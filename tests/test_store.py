@@ -27,14 +27,23 @@ def test_append_and_resume_keys(tmp_path: Path) -> None:
     assert store.finished_keys() == {rec().key, rec(batch_size=32).key}
 
 
-def test_torn_last_line_is_ignored_but_bad_middle_line_is_an_error(tmp_path: Path) -> None:
+def test_torn_line_is_ignored_and_the_next_append_survives(tmp_path: Path) -> None:
     store = RunStore.open(tmp_path, "run1")
     store.append(rec())
     with store.records_path.open("a") as fh:
-        fh.write('{"schema_version": 2, "run_')
+        fh.write('{"schema_version": 2, "run_')  # the driver was killed mid-write
     assert len(store.records()) == 1
+    store.append(rec(batch_size=8))  # resume appends after the partial line
+    assert {r.batch_size for r in store.records()} == {1, 8}
+    assert store.records_path.read_text().count("\n") == 3
+
+
+def test_garbage_line_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path, "run1")
+    store.append(rec())
     with store.records_path.open("a") as fh:
-        fh.write("\n" + rec(batch_size=8).model_dump_json() + "\n")
+        fh.write("garbage\n")
+    store.append(rec(batch_size=8))
     with pytest.raises(Exception, match=r"records.jsonl:2: not valid JSON"):
         store.records()
 
