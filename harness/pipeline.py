@@ -19,7 +19,14 @@ from harness.methods import METHODS, MethodContext
 from harness.tasks import TaskData, get_task, load_split
 
 log = logging.getLogger(__name__)
-VERSIONS = {"finetune": "1", "export": "1", "evaluate": "1"}
+# A stage's code version is the hash of the modules that make its output, so editing the
+# code rebuilds what it made and nothing else.
+STAGE_MODULES = {
+    "finetune": ("harness.train", "harness.models", "harness.models.catalogue",
+                 "harness.models.minilm_l3"),
+    "export": ("harness.export", "harness.optimize"),
+    "evaluate": ("harness.evaluation", "harness.metrics", "harness.tasks.local"),
+}
 PARITY_EXAMPLES = 64
 
 
@@ -55,18 +62,44 @@ def plan(suite: Suite, pipelines: list[Pipeline]) -> list[Cell]:
     return [Cell(m, t, p) for m in suite.models for t in suite.tasks for p in pipelines]
 
 
+@cache
+def code_version(*modules: str) -> str:
+    """Hash of the source files of these modules."""
+    import importlib
+    import inspect
+
+    sources = [inspect.getsource(importlib.import_module(m)) for m in modules]
+    return content_key("code", "1", sources)
+
+
+def stage_version(stage: str) -> str:
+    return code_version(*STAGE_MODULES[stage])
+
+
+def method_version(step: Step) -> str:
+    info = METHODS.get(step.name)
+    return f"{info.version}:{code_version(info.factory.__module__)}"
+
+
+def train_device() -> str:
+    """Fine-tuning and torch-level methods use the GPU when torch sees one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _save_torch(model: Any, tokenizer: Any, out: Path) -> None:
     import torch
 
-    torch.save(model, out / "model.pt")  # whole module: pruned shapes need no config
+    torch.save(model.cpu(), out / "model.pt")  # whole module: pruned shapes need no config
     tokenizer.save_pretrained(out / "tokenizer")
 
 
-def _load_torch(path: Path) -> tuple[Any, Any]:
+def _load_torch(path: Path, device: str = "cpu") -> tuple[Any, Any]:
     import torch
     from transformers import AutoTokenizer
 
-    model = torch.load(path / "model.pt", weights_only=False)
+    model = torch.load(path / "model.pt", weights_only=False, map_location=device)
     return model.eval(), AutoTokenizer.from_pretrained(path / "tokenizer")
 
 
@@ -94,7 +127,7 @@ class Stages:
 
         spec = get_task(task)
         ft = self.suite.finetune
-        key = content_key("finetune", VERSIONS["finetune"],
+        key = content_key("finetune", stage_version("finetune"),
                           {"model": model_fingerprint(model), "task": task,
                            "data": self._data_id(task, "train"), "finetune": ft.model_dump()})
 
@@ -103,6 +136,7 @@ class Stages:
 
             torch.manual_seed(ft.seed)
             net, tok = load_model(model, spec.num_labels, cache_dir=self.cache.root)
+            net.to(train_device())
             train = self.split(task, "train")
             log_ = finetune(net, tok, train, ft, spec, desc=f"fine-tune {model} {task}")
             _save_torch(net, tok, out)
@@ -113,11 +147,12 @@ class Stages:
 
     # torch-level methods ------------------------------------------------------------------
     def context(self, cell: Cell, teacher_dir: Path, workdir: Path) -> MethodContext:
-        teacher, tok = _load_torch(teacher_dir)
+        teacher, tok = _load_torch(teacher_dir, train_device())
         return MethodContext(
             task=get_task(cell.task), finetune=self.suite.finetune, workdir=workdir,
             tokenizer=tok, load_train=lambda: self.split(cell.task, "train"), teacher=teacher,
-            load_model=lambda name: _load_torch(self.finetuned(name, cell.task)[0]))
+            load_model=lambda name: _load_torch(self.finetuned(name, cell.task)[0],
+                                                train_device()))
 
     def torch_steps(self, cell: Cell, notes: list[str]) -> tuple[Path, str]:
         path, key = self.finetuned(cell.model, cell.task)
@@ -131,11 +166,11 @@ class Stages:
         info = METHODS.get(step.name)
         config = {"params": step.params.model_dump(mode="json"),
                   "finetune": self.suite.finetune.model_dump(), "teacher": teacher_dir.name}
-        key = content_key(f"method:{step.name}", info.version, config, [src_key])
+        key = content_key(f"method:{step.name}", method_version(step), config, [src_key])
 
         def build(out: Path) -> dict[str, Any]:
             ctx = self.context(cell, teacher_dir, out)
-            model, tok = _load_torch(src)
+            model, tok = _load_torch(src, train_device())
             model = info.factory(step.params).apply(model, ctx)
             _save_torch(model, tok, out)
             return {"notes": ctx.notes}
@@ -148,7 +183,7 @@ class Stages:
     def exported(self, cell: Cell, torch_dir: Path, torch_key: str) -> tuple[Path, str]:
         spec = get_task(cell.task)
         optimize = self.suite.timing.optimize_fp32
-        key = content_key("export", VERSIONS["export"], {"optimize": optimize}, [torch_key])
+        key = content_key("export", stage_version("export"), {"optimize": optimize}, [torch_key])
 
         def build(out: Path) -> dict[str, Any]:
             model, tok = _load_torch(torch_dir)
@@ -174,10 +209,9 @@ class Stages:
         opt = export_dir / "model.opt.onnx"
         path = opt if opt.exists() and not steps else export_dir / onnx_export.ONNX_NAME
         for step in steps:
-            info = METHODS.get(step.name)
             config = {"params": step.params.model_dump(mode="json"),
                       "seed": self.suite.finetune.seed, "max_len": self.suite.finetune.max_seq_len}
-            key = content_key(f"method:{step.name}", info.version, config, [key])
+            key = content_key(f"method:{step.name}", method_version(step), config, [key])
             src = path
 
             def build(out: Path, src: Path = src, step: Step = step) -> dict[str, Any]:
@@ -197,7 +231,7 @@ class Stages:
     def evaluated(self, cell: Cell, onnx_path: Path, key: str, tokenizer: Any) -> dict[str, Any]:
         spec = get_task(cell.task)
         max_len = self.suite.finetune.max_seq_len
-        ekey = content_key("evaluate", VERSIONS["evaluate"],
+        ekey = content_key("evaluate", stage_version("evaluate"),
                            {"dev": self._data_id(cell.task, "dev"), "max_len": max_len,
                             "file": onnx_path.name}, [key])
 
