@@ -26,6 +26,7 @@ STAGE_MODULES = {
                  "harness.models.minilm_l3"),
     "export": ("harness.export", "harness.optimize"),
     "evaluate": ("harness.evaluation", "harness.metrics", "harness.tasks.local"),
+    "flops": ("harness.timing.roofline",),
 }
 PARITY_EXAMPLES = 64
 
@@ -252,6 +253,25 @@ class Stages:
 
         path, _ = self.cache.get_or_build("evaluate", ekey, build, cell.label)
         return self.cache.info(path) | {"predictions_path": str(path / "predictions_dev.npy")}
+
+    def flops(self, built: Built, batch: int, seq: int) -> Any:
+        """The model's GEMM FLOPs at this shape (shape inference takes seconds: cached)."""
+        from dataclasses import asdict
+
+        import onnx
+
+        from harness.timing.roofline import FlopCount, count_flops
+
+        key = content_key("flops", stage_version("flops"), {"batch": batch, "seq": seq},
+                          [built.key, built.onnx_path.name])
+
+        def build(out: Path) -> dict[str, Any]:
+            model = onnx.load(str(built.onnx_path), load_external_data=False)
+            return asdict(count_flops(model, batch, seq))
+
+        label = f"{built.onnx_path.name} {batch}x{seq}"
+        path, _ = self.cache.get_or_build("flops", key, build, label)
+        return FlopCount(**self.cache.info(path))
 
     def build(self, cell: Cell) -> Built:
         """Run (or fetch from the cache) every stage of a cell up to evaluation."""

@@ -93,16 +93,21 @@ class CellRunner:
             return [self.record(cell, s, status=result.status, error=result.error, stage="build")
                     for s in todo]
         tokenizer = result.built.tokenizer()
-        return [self._timed(cell, result.built, tokenizer, shape) for shape in todo]
+        sessions: dict[str, Any] = {}  # one session per provider serves every shape
+        return [self._timed(cell, result.built, tokenizer, shape, sessions) for shape in todo]
 
-    def _timed(self, cell: Cell, built: Built, tokenizer: Any, shape: Shape) -> Record:
-        from harness.timing import make_inputs, time_onnx
+    def _timed(self, cell: Cell, built: Built, tokenizer: Any, shape: Shape,
+               sessions: dict[str, Any]) -> Record:
+        from harness.timing import make_inputs, make_session, time_onnx
 
         provider, batch, seq = shape
         try:
             dev = self.stages.split(cell.task, "dev")
             feed = make_inputs(tokenizer, dev.text_a, dev.text_b, batch, seq, self.suite.timing.seed)
-            fields = time_onnx(built.onnx_path, provider, self.suite.timing, feed, batch)
+            if provider not in sessions:
+                sessions[provider] = make_session(built.onnx_path, provider, self.suite.timing)
+            fields = time_onnx(built.onnx_path, provider, self.suite.timing, feed, batch,
+                               flops=self._flops(built, batch, seq), session=sessions[provider])
         except SkipCell as exc:
             return self.record(cell, shape, built, status="skipped", error=str(exc), stage="time")
         except Exception as exc:  # noqa: BLE001
@@ -110,6 +115,13 @@ class CellRunner:
             return self.record(cell, shape, built, status="failed", error=one_line(exc),
                                stage="time")
         return self.record(cell, shape, built, status="ok", **fields)
+
+    def _flops(self, built: Built, batch: int, seq: int) -> Any:
+        try:
+            return self.stages.flops(built, batch, seq)
+        except Exception as exc:  # noqa: BLE001 - the timing does not depend on it
+            log.warning("FLOP count for %s failed: %s", built.onnx_path, exc)
+            return None
 
     def record(self, cell: Cell, shape: Shape, built: Built | None = None,
                **fields: Any) -> Record:
