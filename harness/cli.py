@@ -5,7 +5,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -65,10 +65,12 @@ def validate(suite: Path) -> None:
 
 
 @app.command("list")
-def list_(what: Literal["tasks", "models", "methods"]) -> None:
+def list_(what: Annotated[str, typer.Argument(help="tasks, models or methods")]) -> None:
     """List the known tasks, models or methods."""
     from harness.listing import render
 
+    if what not in ("tasks", "models", "methods"):
+        raise ConfigError(f"list: '{what}' is not one of tasks, models, methods")
     typer.echo(render(what))
 
 
@@ -76,10 +78,10 @@ def list_(what: Literal["tasks", "models", "methods"]) -> None:
 def report(run_dir: Path) -> None:
     """Rebuild leaderboard.md/.csv, report.html and benchmark.json from a run's records."""
     from harness.publish import publish
-    from harness.store import RunStore
+    from harness.store import RECORDS, RunStore, load_records
 
-    store = RunStore(run_dir)
-    written = publish(store.records(), run_dir, store.manifest())
+    records = load_records(run_dir / RECORDS)  # a missing run is a one-line error
+    written = publish(records, run_dir, RunStore(run_dir).manifest())
     for path in written:
         typer.echo(str(path))
 
@@ -153,7 +155,7 @@ def cache_prune(older_than_days: Annotated[float, typer.Option()] = 30.0,
 def main() -> None:
     """Entry point: user errors print one line per problem and exit 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except HarnessError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -170,3 +172,4 @@ def main() -> None:
             exc.show()
             sys.exit(2)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

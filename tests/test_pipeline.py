@@ -60,6 +60,10 @@ def test_failing_cell_is_recorded_and_run_goes_on(tmp_path: Path, tiny_glue_dir:
     assert len(failed) == 2 and all(r.stage == "build" and r.error for r in failed)
     assert summary.exit_code == 1
     assert "failed" in (summary.run_dir / "leaderboard.md").read_text()
+    res = harness_cli("run", str(suite), "--results-dir", str(tmp_path / "results"),
+                      "--run-id", "r1")  # resume: the failed cell is retried, fails again
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "2 failed" in res.stdout
 
 
 def test_missing_task_data_is_skipped(tmp_path: Path, tiny_glue_dir: Path,

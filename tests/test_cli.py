@@ -1,0 +1,57 @@
+"""Exit codes of the CLI, through a subprocess as users see them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.records import Record
+from harness.store import RunStore
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli_main", *args],
+                          capture_output=True, text=True)
+
+
+def write_run(root: Path, run_id: str, scale: float) -> Path:
+    store = RunStore.open(root, run_id)
+    rng = np.random.default_rng(0)
+    for batch in (1, 32):
+        samples = (rng.normal(10.0 * batch, 0.2, 200) * scale).tolist()
+        store.append(Record(run_id=run_id, model="m", task="mrpc", method="baseline",
+                            variant="baseline", provider="cpu", batch_size=batch, seq_len=128,
+                            status="ok", metric_name="accuracy", metric_value=0.8,
+                            latency_ms_p50=float(np.median(samples)), samples_ms=samples,
+                            machine="fp"))
+    return store.dir
+
+
+def test_compare_exit_codes(tmp_path: Path) -> None:
+    base = write_run(tmp_path, "base", 1.0)
+    same = write_run(tmp_path, "same", 1.0)
+    slow = write_run(tmp_path, "slow", 1.2)
+    assert cli("compare", str(same), "--baseline", str(base)).returncode == 0
+    res = cli("compare", str(slow), "--baseline", str(base), "--threshold", "latency_ms_p50:5%")
+    assert res.returncode == 1 and "Regressions" in res.stdout
+    res = cli("compare", str(slow), "--baseline", str(base), "--threshold", "latency:5")
+    assert res.returncode == 2 and res.stderr.startswith("error: ")
+
+
+def test_report_rebuilds_outputs(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "r", 1.0)
+    res = cli("report", str(run))
+    assert res.returncode == 0, res.stderr
+    for name in ("leaderboard.md", "leaderboard.csv", "report.html", "benchmark.json"):
+        assert (run / name).exists()
+    assert cli("report", str(tmp_path / "nope")).returncode == 2
+
+
+def test_history_and_usage_errors(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 1.0)
+    res = cli("history", "--results-dir", str(tmp_path))
+    assert res.returncode == 0 and "| r " in res.stdout
+    assert cli("list", "widgets").returncode == 2
+    assert cli("time", str(tmp_path / "missing.onnx")).returncode == 2
