@@ -80,6 +80,7 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     out["onnx_bytes"] = df["onnx_bytes"].astype("float64")
     out["unstable"] = df["unstable"].astype("boolean")
     out["error"], out["stage"] = df["error"], df["stage"]
+    out["machine"] = df["machine"] if "machine" in df else None
     out = _add_relative(out)
     out["pareto"] = pareto_front(out)
     out = out.assign(_base=~_is_baseline(out)).sort_values(
@@ -88,14 +89,20 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
-    """metric delta (points), speedup (baseline p50 / p50), size ratio (bytes / baseline's)."""
+    """metric delta (points), speedup (baseline p50 / p50), size ratio (bytes / baseline's).
+
+    A speedup needs both timings from the same machine fingerprint (records timed on other
+    nodes of a cluster get none)."""
     base = out[_is_baseline(out) & (out["status"] == "ok")]
-    base = base[[*BASE_KEY, "metric", "latency_p50_ms", "onnx_bytes"]].drop_duplicates(BASE_KEY)
-    base = base.rename(columns={"metric": "_bm", "latency_p50_ms": "_bp50", "onnx_bytes": "_bb"})
+    cols = [*BASE_KEY, "metric", "latency_p50_ms", "onnx_bytes", "machine"]
+    base = base[cols].drop_duplicates(BASE_KEY)
+    base = base.rename(columns={"metric": "_bm", "latency_p50_ms": "_bp50", "onnx_bytes": "_bb",
+                                "machine": "_bmachine"})
     merged = out.merge(base, on=BASE_KEY, how="left")
     merged.index = out.index
+    same_machine = merged["_bmachine"].fillna("") == merged["machine"].fillna("")
     out["metric_delta"] = merged["metric"] - merged["_bm"]
-    out["speedup"] = _ratio(merged["_bp50"], merged["latency_p50_ms"])
+    out["speedup"] = _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(same_machine)
     out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
     ok = out["status"] == "ok"
     for col in ("metric_delta", "speedup", "size_ratio"):

@@ -155,3 +155,12 @@ def test_history_and_all_records(tmp_path) -> None:
     records = all_records(tmp_path)
     assert sorted(records["run_dir"]) == ["run1", "run1", "run2"]
     assert records.loc[records["run_dir"] == "run2", "variant"].item() == "baseline"
+
+
+def test_speedup_needs_the_same_machine() -> None:
+    records = [rec(p50=10.0, machine="node-a"), rec("int8-dynamic", p50=5.0, machine="node-b"),
+               rec("distill", p50=5.0, machine="node-a")]
+    lb = leaderboard(records_frame(records))
+    assert pd.isna(row(lb, "int8-dynamic")["speedup"])
+    assert row(lb, "int8-dynamic")["metric_delta"] == pytest.approx(0.0)
+    assert row(lb, "distill")["speedup"] == pytest.approx(2.0)
