@@ -94,3 +94,17 @@ def suite_file(tmp_path: Path, glue: Path, model: Path, methods: str = "[baselin
     path = tmp_path / "suite.yaml"
     path.write_text(TINY_SUITE.format(glue=glue, model=model, methods=methods))
     return path
+
+
+def toy_sst2(n: int = 32, seed: int = 0) -> "TaskData":
+    """Separable sentiment: label 1 sentences say 'good great', label 0 'bad terrible'."""
+    import numpy as np
+
+    from harness.tasks.spec import TaskData
+
+    filler = "the a it this that he she they said".split()
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    texts = [" ".join([*rng.choice(filler, 3), "good great" if y else "bad terrible"])
+             for y in labels]
+    return TaskData("sst2", "train", texts, None, labels.astype(np.int64))

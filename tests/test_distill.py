@@ -9,21 +9,13 @@ import torch
 from pydantic import ValidationError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, toy_sst2 as toy
 from harness.config import FinetuneSpec
 from harness.errors import ConfigError
 from harness.methods import METHODS, MethodContext
 from harness.methods.distill import DistillParams, KDLoss, build_student, default_layers
-from harness.tasks.spec import TaskData, get_task
+from harness.tasks.spec import get_task
 
-FILLER = "the a it this that he she they said".split()
-
-
-def toy(n: int = 32, seed: int = 0) -> TaskData:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    texts = [" ".join([*rng.choice(FILLER, 3), "good great" if y else "bad terrible"]) for y in labels]
-    return TaskData("sst2", "train", texts, None, labels.astype(np.int64))
 
 
 @pytest.fixture(scope="module")

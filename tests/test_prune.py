@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import toy_sst2 as toy
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from harness.config import FinetuneSpec
@@ -12,16 +13,8 @@ from harness.methods.prune import (
     StructuredParams, UnstructuredParams, _gradient_importance, cubic_sparsity, encoder_linears,
     head_plan, prune_to, sparsity_report,
 )
-from harness.tasks.spec import TaskData, get_task
+from harness.tasks.spec import get_task
 
-FILLER = "the a it this that he she they said".split()
-
-
-def toy(n: int = 32, seed: int = 0) -> TaskData:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    texts = [" ".join([*rng.choice(FILLER, 3), "good great" if y else "bad terrible"]) for y in labels]
-    return TaskData("sst2", "train", texts, None, labels.astype(np.int64))
 
 
 def _ctx(path, tmp_path, epochs: float = 1.0) -> MethodContext:
