@@ -32,6 +32,12 @@ class BuildResult:
     status: str = "ok"
     error: str | None = None
 
+    @classmethod
+    def failure(cls, exc: BaseException) -> BuildResult:
+        """Missing data or an explicit skip is `skipped`; anything else `failed`."""
+        status = "skipped" if isinstance(exc, DataError | SkipCell) else "failed"
+        return cls(None, status, one_line(exc))
+
 
 @dataclass
 class CellRunner:
@@ -82,11 +88,12 @@ class CellRunner:
         try:
             return BuildResult(self.stages.build(cell))
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded, the run goes on
-            if isinstance(exc, DataError | SkipCell):
+            result = BuildResult.failure(exc)
+            if result.status == "skipped":
                 log.warning("%s skipped: %s", cell.label, exc)
-                return BuildResult(None, "skipped", one_line(exc))
-            log.error("%s failed:\n%s", cell.label, traceback.format_exc())
-            return BuildResult(None, "failed", one_line(exc))
+            else:
+                log.error("%s failed:\n%s", cell.label, traceback.format_exc())
+            return result
 
     def time(self, cell: Cell, result: BuildResult, todo: list[Shape]) -> list[Record]:
         if result.built is None:

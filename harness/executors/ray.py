@@ -27,11 +27,9 @@ log = logging.getLogger(__name__)
 
 def _failure(exc: Exception) -> BuildResult:
     """A shared stage's exception, classified as `CellRunner.build` does."""
-    from harness.errors import DataError, SkipCell
-    from harness.runner import BuildResult, one_line
+    from harness.runner import BuildResult
 
-    status = "skipped" if isinstance(exc, DataError | SkipCell) else "failed"
-    return BuildResult(None, status, one_line(exc))
+    return BuildResult.failure(exc)
 
 
 def _first_failure(deps: tuple[BuildResult | None, ...]) -> BuildResult | None:

@@ -28,12 +28,12 @@ def encoder_linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
 
 def sparsity_report(model: torch.nn.Module) -> dict[str, float | int]:
     """Total and nonzero parameter counts, and the zero fraction of the encoder linear weights."""
-    total = sum(p.numel() for p in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    from harness.export import count_params
+
     weights = [m.weight for m in encoder_linears(model)]
     n = sum(w.numel() for w in weights)
     zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
-    return {"params": total, "nonzero_params": nonzero, "encoder_linear_params": n,
+    return {**count_params(model), "encoder_linear_params": n,
             "encoder_linear_sparsity": zeros / n if n else 0.0}
 
 
