@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -143,7 +144,7 @@ def time(model: Path,
 
 
 @app.command("cache-prune")
-def cache_prune(older_than_days: Annotated[float, typer.Option()] = 30.0,
+def cache_prune(older_than_days: Annotated[float, typer.Option(min=0)] = 30.0,
                 results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS) -> None:
     """Delete cached artifacts not used for N days."""
     from harness.cache import ArtifactCache
@@ -152,8 +153,27 @@ def cache_prune(older_than_days: Annotated[float, typer.Option()] = 30.0,
     typer.echo(f"removed {len(removed)} artifacts")
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwinds the run (locks released, temporary files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _click_exception() -> type[Exception]:
+    """ClickException of the click that typer parses with (typer 0.2x vendors its own copy)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     """Entry point: user errors print one line per problem and exit 2."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except HarnessError as exc:
@@ -162,14 +182,16 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        print(f"aborted ({exc})", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    except _click_exception() as exc:  # usage errors: unknown command, bad option value
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.info_name}: " if ctx is not None and ctx.parent is not None else ""
+        message = exc.format_message()  # type: ignore[attr-defined]
+        print(f"error: {where}{message} (see --help)", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
