@@ -40,6 +40,10 @@ def run(suite: Path,
         address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         ) -> None:
     """Run (or resume) a suite; exit 1 if any cell failed."""
+    from harness.store import check_run_id
+
+    if run_id is not None:
+        check_run_id(run_id)  # before the heavy imports below
     from harness.runner import run_suite
 
     summary = run_suite(suite, results_dir, run_id, use_cache=not no_cache, executor=executor,

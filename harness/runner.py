@@ -17,7 +17,7 @@ from harness.config import Suite, load_suite
 from harness.errors import DataError, SkipCell
 from harness.pipeline import Built, Cell, Stages, plan
 from harness.records import Record, cell_key
-from harness.store import RunStore, new_run_id
+from harness.store import RunStore, check_run_id, new_run_id
 from harness.tasks import resolve_data_dir
 
 log = logging.getLogger(__name__)
@@ -166,11 +166,12 @@ def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
     from harness.publish import publish
     from harness.timing.env import environment, machine_fingerprint
 
+    run_id = new_run_id() if run_id is None else check_run_id(run_id)
     suite, pipelines = load_suite(suite_path)
     data_dir = resolve_data_dir(suite.data_dir)
     chosen = make_executor(executor or suite.executor, address)
     cells = plan(suite, pipelines)
-    store = RunStore.open(results_dir, run_id or new_run_id())
+    store = RunStore.open(results_dir, run_id)
     shutil.copyfile(suite_path, store.dir / "suite.yaml")
     env, machine = environment(), machine_fingerprint()
     store.update_manifest(run_id=store.dir.name, suite=suite.name, suite_file=str(suite_path),

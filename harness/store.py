@@ -4,23 +4,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from harness.errors import HarnessError, SchemaError
+from harness.errors import ConfigError, HarnessError, SchemaError
 from harness.records import Record, parse_record
 
 log = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names one folder under runs/: no separators, no dot-only names, bounded."""
+    if not RUN_ID.fullmatch(run_id):
+        shown = run_id if len(run_id) <= 40 else run_id[:40] + "..."
+        raise ConfigError(f"--run-id {shown!r}: use 1 to 100 ASCII letters, digits, '-', '_' "
+                          "or '.', starting with a letter or digit")
+    return run_id
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -39,7 +50,7 @@ class RunStore:
 
     @classmethod
     def open(cls, results_dir: Path, run_id: str) -> RunStore:
-        run_dir = results_dir / "runs" / run_id
+        run_dir = results_dir / "runs" / check_run_id(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         return cls(run_dir)
 
