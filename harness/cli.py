@@ -26,6 +26,12 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _results_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: --results-dir is not a directory")
+    return path
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     _setup_logging(verbose)
@@ -46,7 +52,7 @@ def run(suite: Path,
         check_run_id(run_id)  # before the heavy imports below
     from harness.runner import run_suite
 
-    summary = run_suite(suite, results_dir, run_id, use_cache=not no_cache, executor=executor,
+    summary = run_suite(suite, _results_dir(results_dir), run_id, use_cache=not no_cache, executor=executor,
                         address=address)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     typer.echo(f"run {summary.run_dir.name}: {counts} in {summary.wall_seconds:.0f}s")
@@ -102,10 +108,15 @@ def compare(run_dir: Path,
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
     from harness.compare import compare_run_dirs
 
+    if output is not None and output.is_dir():
+        raise ConfigError(f"{output}: --output is a directory; give a file name")
     result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force)
     text = result.to_markdown()
     if output:
-        output.write_text(text)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{output}: cannot write --output ({exc.strerror})") from None
     typer.echo(text)
     raise typer.Exit(1 if result.regressions else 0)
 
@@ -115,7 +126,7 @@ def history(results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS) -> N
     """List past runs with their status counts."""
     from harness.history import history_frame
 
-    frame = history_frame(results_dir)
+    frame = history_frame(_results_dir(results_dir))
     typer.echo(frame.to_markdown(index=False) if len(frame) else "no runs")
 
 
@@ -153,7 +164,7 @@ def cache_prune(older_than_days: Annotated[float, typer.Option(min=0)] = 30.0,
     """Delete cached artifacts not used for N days."""
     from harness.cache import ArtifactCache
 
-    removed = ArtifactCache(results_dir / "cache").prune(older_than_days)
+    removed = ArtifactCache(_results_dir(results_dir) / "cache").prune(older_than_days)
     typer.echo(f"removed {len(removed)} artifacts")
 
 

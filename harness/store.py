@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.errors import ConfigError, HarnessError, SchemaError
+from harness.manifest import Manifest, parse_manifest
 from harness.records import Record, parse_record
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,27 @@ def check_run_id(run_id: str) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file and rename it into place."""
+    """Write a temporary file, fsync it and rename it into place; on error remove it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2, default=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, or one HarnessError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 class RunStore:
@@ -76,12 +94,25 @@ class RunStore:
         return {r.key for r in self.records() if r.status in ("ok", "skipped")}
 
     def manifest(self) -> dict[str, Any]:
-        path = self.dir / MANIFEST
-        return json.loads(path.read_text()) if path.exists() else {}
+        """The validated manifest ({} before the first write); one error if damaged."""
+        return read_manifest(self.dir / MANIFEST).model_dump(exclude_none=True)
 
     def update_manifest(self, **fields: Any) -> None:
-        data = self.manifest() | fields
-        write_json_atomic(self.dir / MANIFEST, data)
+        data = read_manifest(self.dir / MANIFEST).model_dump(exclude_none=True) | fields
+        manifest = parse_manifest(data, str(self.dir / MANIFEST))
+        write_json_atomic(self.dir / MANIFEST, manifest.model_dump(mode="json",
+                                                                   exclude_none=True))
+
+
+def read_manifest(path: Path) -> Manifest:
+    """manifest.json validated and migrated; an empty Manifest when there is none yet."""
+    if not path.exists():
+        return Manifest()
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError:
+        raise HarnessError(f"{path}: not valid JSON") from None
+    return parse_manifest(data, str(path))
 
 
 def _is_torn_prefix(line: str) -> bool:
@@ -104,7 +135,7 @@ def load_records(path: Path, latest_only: bool = True) -> list[Record]:
         raise HarnessError(f"{path}: no records file")
     records: dict[tuple, Record] = {}
     ordered: list[Record] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
