@@ -50,10 +50,10 @@ def run(suite: Path,
 
     if run_id is not None:
         check_run_id(run_id)  # before the heavy imports below
-    from harness.runner import run_suite
+    from harness.run import run_suite
 
-    summary = run_suite(suite, _results_dir(results_dir), run_id, use_cache=not no_cache, executor=executor,
-                        address=address)
+    summary = run_suite(suite, _results_dir(results_dir), run_id, use_cache=not no_cache,
+                        executor=executor, address=address)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     typer.echo(f"run {summary.run_dir.name}: {counts} in {summary.wall_seconds:.0f}s")
     typer.echo(f"leaderboard: {summary.run_dir / 'leaderboard.md'}")
@@ -64,7 +64,7 @@ def run(suite: Path,
 @app.command()
 def validate(suite: Path) -> None:
     """Check a suite file; every problem is printed as one line naming the field."""
-    from harness.config import check_suite
+    from harness.plan import check_suite
 
     parsed, pipelines, problems = check_suite(suite)
     if problems:
@@ -141,7 +141,7 @@ def time(model: Path,
          threads: Annotated[int | None, typer.Option(help="intra-op threads")] = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Time one ONNX file the way suites do and print the statistics."""
-    from harness.config import TimingSpec
+    from harness.schema import TimingSpec
     from harness.timing import time_file
 
     if not model.is_file():

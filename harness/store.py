@@ -5,12 +5,12 @@ import json
 import logging
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from harness.clock import run_id_now
 from harness.errors import ConfigError, HarnessError, SchemaError
 from harness.manifest import Manifest, parse_manifest
 from harness.records import Record, parse_record
@@ -23,7 +23,7 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return run_id_now()
 
 
 def check_run_id(run_id: str) -> str:
