@@ -165,7 +165,9 @@ def cache_prune(older_than_days: Annotated[float, typer.Option(min=0)] = 30.0,
     from harness.cache import ArtifactCache
 
     removed = ArtifactCache(_results_dir(results_dir) / "cache").prune(older_than_days)
-    typer.echo(f"removed {len(removed)} artifacts")
+    temporary = sum(p.name.endswith(".tmp") for p in removed)
+    typer.echo(f"removed {len(removed) - temporary} artifacts not used for {older_than_days:g} "
+               f"days and {temporary} folders of interrupted builds")
 
 
 class Interrupted(BaseException):
