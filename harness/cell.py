@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cache import ArtifactCache
-from harness.errors import DataError, SkipCell, one_line
+from harness.errors import DataMissing, SkipCell, one_line
 from harness.plan import Cell
 from harness.records import Record, cell_key
 from harness.schema import Suite
@@ -29,8 +29,9 @@ class BuildResult:
 
     @classmethod
     def failure(cls, exc: BaseException) -> BuildResult:
-        """Missing data or an explicit skip is `skipped`; anything else `failed`."""
-        status = "skipped" if isinstance(exc, DataError | SkipCell) else "failed"
+        """Missing data or an explicit skip is `skipped`; anything else (broken data included)
+        `failed`."""
+        status = "skipped" if isinstance(exc, DataMissing | SkipCell) else "failed"
         return cls(None, status, one_line(exc))
 
 

@@ -14,7 +14,11 @@ class ConfigError(HarnessError):
 
 
 class DataError(HarnessError):
-    """Task data is missing or malformed."""
+    """Task data is malformed: a cell that needs it fails (exit 1, or 2 when found up front)."""
+
+
+class DataMissing(DataError):
+    """Task data is not there (no file, hub offline): a cell that needs it is skipped."""
 
 
 class ModelError(HarnessError):

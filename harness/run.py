@@ -12,6 +12,7 @@ from harness.cell import CellRunner
 from harness.clock import now
 from harness.executors import make_executor
 from harness.plan import load_suite, plan
+from harness.stages.data import SuiteData
 from harness.store import RunStore, check_run_id, new_run_id
 from harness.tasks import resolve_data_dir
 
@@ -39,6 +40,7 @@ def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
     run_id = new_run_id() if run_id is None else check_run_id(run_id)
     suite, pipelines = load_suite(suite_path)
     data_dir = resolve_data_dir(suite.data_dir)
+    SuiteData(suite, data_dir).check()  # broken data: exit 2 before anything is written
     chosen = make_executor(executor or suite.executor, address)
     cells = plan(suite, pipelines)
     store = RunStore.open(results_dir, run_id)

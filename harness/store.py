@@ -91,7 +91,8 @@ class RunStore:
         return load_records(self.records_path, latest_only)
 
     def finished_keys(self) -> set[tuple]:
-        return {r.key for r in self.records() if r.status in ("ok", "skipped")}
+        """Cells a resumed run does not redo: only `ok` ones (skipped and failed are retried)."""
+        return {r.key for r in self.records() if r.status == "ok"}
 
     def manifest(self) -> dict[str, Any]:
         """The validated manifest ({} before the first write); one error if damaged."""

@@ -38,9 +38,9 @@ class MethodContext:
 
     def train_data(self) -> TaskData:
         if self.load_train is None:
-            from harness.errors import DataError
+            from harness.errors import DataMissing
 
-            raise DataError(f"{self.task.name}: no training data available for this method")
+            raise DataMissing(f"{self.task.name}: no training data available for this method")
         return self.load_train()
 
 
