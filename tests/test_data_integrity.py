@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import suite_file, write_tiny_glue
+
 from harness.cell import BuildResult
 from harness.errors import DataError, DataMissing
 from harness.schema import Suite
