@@ -43,7 +43,7 @@ class ArtifactCache:
 
     A key is built under a lock (`root/.locks/<stage>.<key>.lock`), so two runs that need the same
     artifact build it once; a build writes `.<key>.<pid>.tmp` and renames it into place, and a
-    temporary folder left by a killed build is removed by the next build of that key.
+    temporary folder left by a killed build is removed by the next run or build of that key.
     """
 
     def __init__(self, root: Path, enabled: bool = True) -> None:
@@ -134,10 +134,11 @@ class ArtifactCache:
             if meta.stat().st_mtime < cutoff:
                 shutil.rmtree(meta.parent, ignore_errors=True)
                 removed.append(meta.parent)
-        return removed + self._prune_temporary()
+        return removed + self.remove_interrupted()
 
-    def _prune_temporary(self) -> list[Path]:
-        """`.<key>.<pid>.tmp` folders whose key no build holds (killed builds)."""
+    def remove_interrupted(self) -> list[Path]:
+        """`.<key>.<pid>.tmp` folders whose key no build holds (killed builds); each run starts
+        with this."""
         removed = []
         for tmp in self.root.glob("*/.*.tmp"):
             lock = self._lock(tmp.parent.name, tmp.name[1:].split(".", 1)[0])

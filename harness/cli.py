@@ -44,6 +44,8 @@ def run(suite: Path,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every artifact.")] = False,
         executor: Annotated[str | None, typer.Option(help="local or ray (default: the suite's).")] = None,
         address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+        force: Annotated[bool, typer.Option(
+            "--force", help="Resume a run even though its suite file changed.")] = False,
         ) -> None:
     """Run (or resume) a suite; exit 1 if any cell failed."""
     from harness.store import check_run_id
@@ -53,7 +55,7 @@ def run(suite: Path,
     from harness.run import run_suite
 
     summary = run_suite(suite, _results_dir(results_dir), run_id, use_cache=not no_cache,
-                        executor=executor, address=address)
+                        executor=executor, address=address, force=force)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     typer.echo(f"run {summary.run_dir.name}: {counts} in {summary.wall_seconds:.0f}s")
     typer.echo(f"leaderboard: {summary.run_dir / 'leaderboard.md'}")

@@ -23,7 +23,6 @@ class Manifest(BaseModel):
     run_id: str | None = None
     suite: str | None = None
     suite_file: str | None = None
-    suite_sha256: str | None = None  # of the suite's parsed content, to refuse a changed resume
     git_sha: str | None = None
     machine: str | None = None
     env: dict[str, Any] | None = None
@@ -33,7 +32,7 @@ class Manifest(BaseModel):
     cells: int | None = None
     wall_seconds: float | None = None
     status_counts: dict[str, int] | None = None
-    resumed: list[str] | None = None  # start times of the runs that resumed this one
+    resumed: list[str] | None = None  # when the run was resumed (`started`: when it began)
 
 
 def _v0_to_v1(data: dict[str, Any]) -> dict[str, Any]:

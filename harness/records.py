@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from harness.clock import now
 from harness.errors import SchemaError
@@ -84,6 +84,8 @@ class Record(BaseModel):
     machine: str | None = None  # machine fingerprint
     node: str | None = None
     created_at: str = Field(default_factory=now)
+    # the traceback of a failure, for the run's run.log; not stored in records.jsonl
+    _trace: str | None = PrivateAttr(default=None)
 
     @property
     def key(self) -> tuple[str, str, str, str, int, int]:

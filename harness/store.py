@@ -5,12 +5,16 @@ import json
 import logging
 import os
 import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from harness.clock import run_id_now
+from harness.clock import now, run_id_now
 from harness.errors import ConfigError, HarnessError, SchemaError
 from harness.manifest import Manifest, parse_manifest
 from harness.records import Record, parse_record
@@ -19,6 +23,9 @@ log = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
+RUN_LOG = "run.log"
+LOCK, HOLDER = ".lock", ".lock.holder"
+TRACE_LOGGER = "harness.trace"  # tracebacks of failed cells: run.log only, never stderr
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -97,6 +104,58 @@ class RunStore:
     def manifest(self) -> dict[str, Any]:
         """The validated manifest ({} before the first write); one error if damaged."""
         return read_manifest(self.dir / MANIFEST).model_dump(exclude_none=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory; a second run of the same id is told who holds it.
+
+        The lock is an OS file lock: a killed run releases it; the holder file only names it.
+        """
+        lock = FileLock(self.dir / LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ConfigError(f"run {self.dir.name} is in use by {self._holder()}; wait for it "
+                              "to finish or use another --run-id") from None
+        try:
+            write_json_atomic(self.dir / HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                  "since": now()})
+            yield
+        finally:
+            (self.dir / HOLDER).unlink(missing_ok=True)
+            lock.release()
+
+    def _holder(self) -> str:
+        try:
+            holder = json.loads((self.dir / HOLDER).read_text(encoding="utf-8"))
+            return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    @contextmanager
+    def logging_to_file(self) -> Iterator[None]:
+        """Everything harness logs while the run goes on (INFO and up) also goes to run.log,
+        with the full traceback of every failed cell (`log_trace`)."""
+        handler = logging.FileHandler(self.dir / RUN_LOG, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        root, trace = logging.getLogger("harness"), logging.getLogger(TRACE_LOGGER)
+        level = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        root.addHandler(handler)
+        trace.addHandler(handler)
+        trace.propagate = False
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            trace.removeHandler(handler)
+            root.setLevel(level)
+            handler.close()
+
+    @staticmethod
+    def log_trace(what: str, trace: str) -> None:
+        logging.getLogger(TRACE_LOGGER).error("%s\n%s", what, trace.rstrip())
 
     def update_manifest(self, **fields: Any) -> None:
         data = read_manifest(self.dir / MANIFEST).model_dump(exclude_none=True) | fields
