@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import yaml
-
 from conftest import suite_file
+
 from harness.store import RunStore
 
 
