@@ -143,21 +143,49 @@ def time(model: Path,
          threads: Annotated[int | None, typer.Option(help="intra-op threads")] = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Time one ONNX file the way suites do and print the statistics."""
+    from pydantic import ValidationError
+
+    from harness.errors import SkipCell, first_line
     from harness.schema import TimingSpec
     from harness.timing import time_file
 
     if not model.is_file():
         raise ConfigError(f"{model}: no such ONNX file")
-    spec = TimingSpec(providers=[provider], batch_sizes=[batch_size], seq_lens=[seq_len],
-                      min_iterations=min_iterations, min_seconds=min_seconds, warmup=warmup,
-                      intra_op_threads=threads)
-    result = time_file(model, provider, batch_size, seq_len, spec)
+    try:
+        spec = TimingSpec(providers=[provider], batch_sizes=[batch_size], seq_lens=[seq_len],
+                          min_iterations=min_iterations, min_seconds=min_seconds, warmup=warmup,
+                          intra_op_threads=threads)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_option_errors(exc))) from None
+    try:
+        result = time_file(model, provider, batch_size, seq_len, spec)
+    except SkipCell as exc:  # the provider cannot run here
+        raise ConfigError(f"--provider {provider}: {exc}") from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        raise ConfigError(f"{model}: onnxruntime cannot run it at batch {batch_size} x "
+                          f"seq {seq_len}: {first_line(exc)}") from None
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
     for key, value in result.items():
         if key != "samples_ms":
             typer.echo(f"{key:20s} {value}")
+
+
+_OPTIONS = {"providers": "--provider", "batch_sizes": "--batch-size", "seq_lens": "--seq-len",
+            "intra_op_threads": "--threads"}
+
+
+def _option_errors(exc: Exception) -> list[str]:
+    """A TimingSpec ValidationError as one line per option, named as on the command line."""
+    lines = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        name = _OPTIONS.get(field, "--" + field.replace("_", "-"))
+        lines.append(f"{name}: {err['msg']}")
+    return lines
 
 
 @app.command("cache-prune")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, first_line
 from harness.publish.markdown import md_table
 from harness.records import Record, resolve_stored_path
 
@@ -295,11 +295,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise HarnessError(f"{path}: not a .npy file ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HarnessError(f"{path}: not a .npy file ({first_line(exc)})") from None
 
 
 def _load_predictions(new: Record, base: Record, new_root: Path, base_root: Path

@@ -46,6 +46,11 @@ def did_you_mean(name: str, known: Iterable[str], fallback: str | None = None) -
     return fallback if fallback is not None else f"Known: {', '.join(known)}."
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one line: user errors as they are, others prefixed with their type."""
     text = " ".join(str(exc).split()) or type(exc).__name__

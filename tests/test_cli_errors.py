@@ -137,3 +137,50 @@ def test_predictions_file_that_is_not_npy(tmp_path: Path) -> None:
     bad.write_text("not numpy")
     assert_one_line_error(cli("compare", str(a), "--baseline", str(b)),
                           "predictions_dev.npy: not a .npy file")
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"hello, this is text\n", "not an ONNX model"),
+    (b"", "not an ONNX model"),
+    ("half", "not an ONNX model"),
+])
+def test_time_on_files_that_are_not_onnx(tmp_path: Path, tiny_onnx: Path, content: bytes | str,
+                                         needle: str) -> None:
+    path = tmp_path / "model.onnx"
+    data = tiny_onnx.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if content == "half" else content)
+    assert_one_line_error(cli("time", str(path)), str(path), needle)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--seq-len", "0"], "--seq-len"),
+    (["--seq-len", "1000"], "--seq-len 1000: the model takes at most 128 positions"),
+    (["--provider", "tpu"], "--provider"),
+    (["--min-iterations", "0"], "--min-iterations"),
+    (["--min-seconds", "nan"], "--min-seconds"),
+])
+def test_time_with_bad_options(tiny_onnx: Path, args: list[str], needle: str) -> None:
+    assert_one_line_error(cli("time", str(tiny_onnx), "--min-seconds", "0", *args), needle)
+
+
+def test_time_on_cuda_without_a_gpu(tiny_onnx: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA execution provider")
+    assert_one_line_error(cli("time", str(tiny_onnx), "--provider", "cuda"),
+                          "--provider cuda: CUDA execution provider not available")
+
+
+def test_time_still_times(tiny_onnx: Path) -> None:
+    res = cli("time", str(tiny_onnx), "--seq-len", "16", "--min-seconds", "0",
+              "--min-iterations", "3", "--warmup", "1")
+    assert res.returncode == 0 and "latency_ms_p50" in res.stdout, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_suite_file_that_is_not_utf8(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_bytes("name: caf\u00e9\nmodels: [minilm-l6]\ntasks: [rte]\n".encode(encoding))
+    assert_one_line_error(cli("validate", str(path)), f"{path}: not UTF-8 text")

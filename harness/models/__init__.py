@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import ModelError, did_you_mean
+from harness.errors import ModelError, did_you_mean, first_line
 from harness.models.catalogue import (
     CATALOGUE,
     describe_models,
@@ -187,7 +187,7 @@ def _load_local(name: str, path: Path, num_labels: int,
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False,
                                                   local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load model '{name}' from {path}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load model '{name}' from {path}: {first_line(exc)}") from exc
     _check_loaded(name, info, strict)
     return model, tokenizer
 
@@ -226,11 +226,7 @@ def _load_hub(name: str, num_labels: int) -> tuple[PreTrainedModel, PreTrainedTo
                              "HF_HUB_OFFLINE is set: download it first or pass a local "
                              "directory") from exc
         raise ModelError(f"cannot load hub model '{name}': the Hugging Face hub is unreachable "
-                         f"or has no such model ({_first_line(exc)}); set HF_HUB_OFFLINE=1 "
+                         f"or has no such model ({first_line(exc)}); set HF_HUB_OFFLINE=1 "
                          "to use only cached files") from exc
     _check_loaded(name, info, strict=False)
     return model, tokenizer
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
