@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cache import ArtifactCache
-from harness.errors import DataError, SkipCell, one_line
+from harness.errors import DataMissing, SkipCell, one_line
 from harness.plan import Cell
 from harness.records import Record, cell_key
 from harness.schema import Suite
@@ -26,12 +26,15 @@ class BuildResult:
     built: Built | None
     status: str = "ok"
     error: str | None = None
+    trace: str | None = None  # traceback of a failure, for run.log
 
     @classmethod
     def failure(cls, exc: BaseException) -> BuildResult:
-        """Missing data or an explicit skip is `skipped`; anything else `failed`."""
-        status = "skipped" if isinstance(exc, DataError | SkipCell) else "failed"
-        return cls(None, status, one_line(exc))
+        """Missing data or an explicit skip is `skipped`; anything else (broken data included)
+        `failed`."""
+        if isinstance(exc, DataMissing | SkipCell):
+            return cls(None, "skipped", one_line(exc))
+        return cls(None, "failed", one_line(exc), "".join(traceback.format_exception(exc)))
 
 
 @dataclass
@@ -87,13 +90,13 @@ class CellRunner:
             if result.status == "skipped":
                 log.warning("%s skipped: %s", cell.label, exc)
             else:
-                log.error("%s failed:\n%s", cell.label, traceback.format_exc())
+                log.error("%s failed: %s (traceback in run.log)", cell.label, result.error)
             return result
 
     def time(self, cell: Cell, result: BuildResult, todo: list[Shape]) -> list[Record]:
         if result.built is None:
-            return [self.record(cell, s, status=result.status, error=result.error, stage="build")
-                    for s in todo]
+            return [self.record(cell, s, status=result.status, error=result.error, stage="build",
+                                trace=result.trace) for s in todo]
         tokenizer = result.built.tokenizer()
         sessions: dict[str, Any] = {}  # one session per provider serves every shape
         return [self._timed(cell, result.built, tokenizer, shape, sessions) for shape in todo]
@@ -113,9 +116,9 @@ class CellRunner:
         except SkipCell as exc:
             return self.record(cell, shape, built, status="skipped", error=str(exc), stage="time")
         except Exception as exc:  # noqa: BLE001
-            log.error("%s %s failed:\n%s", cell.label, shape, traceback.format_exc())
+            log.error("%s %s failed: %s (traceback in run.log)", cell.label, shape, one_line(exc))
             return self.record(cell, shape, built, status="failed", error=one_line(exc),
-                               stage="time")
+                               stage="time", trace=traceback.format_exc())
         return self.record(cell, shape, built, status="ok", **fields)
 
     def _flops(self, built: Built, batch: int, seq: int) -> Any:
@@ -126,7 +129,7 @@ class CellRunner:
             return None
 
     def record(self, cell: Cell, shape: Shape, built: Built | None = None,
-               **fields: Any) -> Record:
+               trace: str | None = None, **fields: Any) -> Record:
         provider, batch, seq = shape
         info = {k: v for k, v in (built.info if built else {}).items() if k in Record.model_fields}
         base = {"run_id": self.run_id, "model": cell.model, "task": cell.task,
@@ -134,4 +137,6 @@ class CellRunner:
                 "method_params": cell.pipeline.params(), "provider": provider,
                 "batch_size": batch, "seq_len": seq, "env": self.env, "machine": self.machine,
                 "node": self.node}
-        return Record(**(base | info | fields))
+        record = Record(**(base | info | fields))
+        record._trace = trace
+        return record

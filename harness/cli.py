@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,12 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _results_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: --results-dir is not a directory")
+    return path
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     _setup_logging(verbose)
@@ -37,12 +44,18 @@ def run(suite: Path,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every artifact.")] = False,
         executor: Annotated[str | None, typer.Option(help="local or ray (default: the suite's).")] = None,
         address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+        force: Annotated[bool, typer.Option(
+            "--force", help="Resume a run even though its suite file changed.")] = False,
         ) -> None:
     """Run (or resume) a suite; exit 1 if any cell failed."""
+    from harness.store import check_run_id
+
+    if run_id is not None:
+        check_run_id(run_id)  # before the heavy imports below
     from harness.run import run_suite
 
-    summary = run_suite(suite, results_dir, run_id, use_cache=not no_cache, executor=executor,
-                        address=address)
+    summary = run_suite(suite, _results_dir(results_dir), run_id, use_cache=not no_cache,
+                        executor=executor, address=address, force=force)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     typer.echo(f"run {summary.run_dir.name}: {counts} in {summary.wall_seconds:.0f}s")
     typer.echo(f"leaderboard: {summary.run_dir / 'leaderboard.md'}")
@@ -97,10 +110,15 @@ def compare(run_dir: Path,
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
     from harness.compare import compare_run_dirs
 
+    if output is not None and output.is_dir():
+        raise ConfigError(f"{output}: --output is a directory; give a file name")
     result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force)
     text = result.to_markdown()
     if output:
-        output.write_text(text)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{output}: cannot write --output ({exc.strerror})") from None
     typer.echo(text)
     raise typer.Exit(1 if result.regressions else 0)
 
@@ -110,7 +128,7 @@ def history(results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS) -> N
     """List past runs with their status counts."""
     from harness.history import history_frame
 
-    frame = history_frame(results_dir)
+    frame = history_frame(_results_dir(results_dir))
     typer.echo(frame.to_markdown(index=False) if len(frame) else "no runs")
 
 
@@ -125,15 +143,29 @@ def time(model: Path,
          threads: Annotated[int | None, typer.Option(help="intra-op threads")] = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Time one ONNX file the way suites do and print the statistics."""
+    from pydantic import ValidationError
+
+    from harness.errors import SkipCell, first_line
     from harness.schema import TimingSpec
     from harness.timing import time_file
 
     if not model.is_file():
         raise ConfigError(f"{model}: no such ONNX file")
-    spec = TimingSpec(providers=[provider], batch_sizes=[batch_size], seq_lens=[seq_len],
-                      min_iterations=min_iterations, min_seconds=min_seconds, warmup=warmup,
-                      intra_op_threads=threads)
-    result = time_file(model, provider, batch_size, seq_len, spec)
+    try:
+        spec = TimingSpec(providers=[provider], batch_sizes=[batch_size], seq_lens=[seq_len],
+                          min_iterations=min_iterations, min_seconds=min_seconds, warmup=warmup,
+                          intra_op_threads=threads)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_option_errors(exc))) from None
+    try:
+        result = time_file(model, provider, batch_size, seq_len, spec)
+    except SkipCell as exc:  # the provider cannot run here
+        raise ConfigError(f"--provider {provider}: {exc}") from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        raise ConfigError(f"{model}: onnxruntime cannot run it at batch {batch_size} x "
+                          f"seq {seq_len}: {first_line(exc)}") from None
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
@@ -142,18 +174,53 @@ def time(model: Path,
             typer.echo(f"{key:20s} {value}")
 
 
+_OPTIONS = {"providers": "--provider", "batch_sizes": "--batch-size", "seq_lens": "--seq-len",
+            "intra_op_threads": "--threads"}
+
+
+def _option_errors(exc: Exception) -> list[str]:
+    """A TimingSpec ValidationError as one line per option, named as on the command line."""
+    lines = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        name = _OPTIONS.get(field, "--" + field.replace("_", "-"))
+        lines.append(f"{name}: {err['msg']}")
+    return lines
+
+
 @app.command("cache-prune")
-def cache_prune(older_than_days: Annotated[float, typer.Option()] = 30.0,
+def cache_prune(older_than_days: Annotated[float, typer.Option(min=0)] = 30.0,
                 results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS) -> None:
     """Delete cached artifacts not used for N days."""
     from harness.cache import ArtifactCache
 
-    removed = ArtifactCache(results_dir / "cache").prune(older_than_days)
-    typer.echo(f"removed {len(removed)} artifacts")
+    removed = ArtifactCache(_results_dir(results_dir) / "cache").prune(older_than_days)
+    temporary = sum(p.name.endswith(".tmp") for p in removed)
+    typer.echo(f"removed {len(removed) - temporary} artifacts not used for {older_than_days:g} "
+               f"days and {temporary} folders of interrupted builds")
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwinds the run (locks released, temporary files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _click_exception() -> type[Exception]:
+    """ClickException of the click that typer parses with (typer 0.2x vendors its own copy)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:
     """Entry point: user errors print one line per problem and exit 2."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except HarnessError as exc:
@@ -162,14 +229,16 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        print(f"aborted ({exc})", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    except _click_exception() as exc:  # usage errors: unknown command, bad option value
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.info_name}: " if ctx is not None and ctx.parent is not None else ""
+        message = exc.format_message()  # type: ignore[attr-defined]
+        print(f"error: {where}{message} (see --help)", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, first_line
 from harness.publish.markdown import md_table
-from harness.records import Record
+from harness.records import Record, resolve_stored_path
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +291,39 @@ def _markdown(cmp: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _load_predictions(new: Record, base: Record) -> tuple | None:
-    """(pred_new, pred_base, labels) from the records' stored dev predictions, if both exist."""
-    paths = [Path(r.predictions_path) if r.predictions_path else None for r in (new, base)]
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise HarnessError(f"{path}: not a .npy file ({first_line(exc)})") from None
+
+
+def _load_predictions(new: Record, base: Record, new_root: Path, base_root: Path
+                      ) -> tuple | None:
+    """(pred_new, pred_base, labels) from the records' stored dev predictions, if both exist.
+
+    Paths in records are relative to each run's results directory. Runs evaluated on other
+    dev examples cannot be paired: that is an error, never a broadcast.
+    """
+    paths = [resolve_stored_path(r.predictions_path, root)
+             for r, root in ((new, new_root), (base, base_root))]
     if not all(p is not None and p.exists() for p in paths):
         return None
-    labels = paths[0].with_name("labels_dev.npy")  # type: ignore[union-attr]
-    if not labels.exists():
+    labels = [p.with_name("labels_dev.npy") for p in paths]  # type: ignore[union-attr]
+    if not all(p.exists() for p in labels):
         return None
-    return np.load(paths[0]), np.load(paths[1]), np.load(labels)  # type: ignore[arg-type]
+    pred_new, pred_base = (_load_npy(p) for p in paths)  # type: ignore[arg-type]
+    y_new, y_base = (_load_npy(p) for p in labels)
+    digests = {new.eval_digest, base.eval_digest}
+    if (len(pred_new) != len(pred_base) or len(y_new) != len(y_base)
+            or not np.array_equal(y_new, y_base) or (None not in digests and len(digests) > 1)):
+        raise HarnessError(
+            f"{'/'.join(map(str, new.key))}: the runs are not comparable: evaluated on "
+            f"different dev examples ({len(y_new)} here, {len(y_base)} in the baseline; "
+            "check max_eval_samples, seed and the data)")
+    if len(pred_new) != len(y_new):
+        raise HarnessError(f"{paths[0]}: {len(pred_new)} predictions for {len(y_new)} labels")
+    return pred_new, pred_base, y_new
 
 
 DEFAULT_THRESHOLDS = ["latency_ms_p50:5%", "metric:-0.5"]
@@ -312,7 +336,9 @@ def compare_run_dirs(run_dir: Path, baseline_dir: Path, *, thresholds: list[str]
 
     new = load_records(run_dir / RECORDS)
     base = {r.key: r for r in load_records(baseline_dir / RECORDS)}
-    predictions = {r.key: p for r in new if r.key in base
-                   if (p := _load_predictions(r, base[r.key])) is not None}
+    roots = run_dir.resolve().parents[1], baseline_dir.resolve().parents[1]  # <results>/runs/<id>
+    predictions = {r.key: p for r in new if r.key in base and r.status == "ok"
+                   and base[r.key].status == "ok"
+                   if (p := _load_predictions(r, base[r.key], *roots)) is not None}
     return compare_runs(new, base.values(), thresholds=thresholds or DEFAULT_THRESHOLDS,
                         force=force, predictions=predictions)

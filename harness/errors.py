@@ -14,7 +14,11 @@ class ConfigError(HarnessError):
 
 
 class DataError(HarnessError):
-    """Task data is missing or malformed."""
+    """Task data is malformed: a cell that needs it fails (exit 1, or 2 when found up front)."""
+
+
+class DataMissing(DataError):
+    """Task data is not there (no file, hub offline): a cell that needs it is skipped."""
 
 
 class ModelError(HarnessError):
@@ -40,6 +44,11 @@ def did_you_mean(name: str, known: Iterable[str], fallback: str | None = None) -
     if close:
         return f"Did you mean: {', '.join(close)}?"
     return fallback if fallback is not None else f"Known: {', '.join(known)}."
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 def one_line(exc: BaseException) -> str:

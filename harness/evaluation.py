@@ -37,6 +37,10 @@ def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
 
 
 def evaluate_logits(task: TaskSpec, data: TaskData, logits: np.ndarray) -> dict[str, float]:
-    """The task's official GLUE metrics for these logits."""
+    """The task's official GLUE metrics for these logits (finite ones only: else ValueError)."""
+    bad = ~np.isfinite(logits.reshape(len(logits), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"model outputs are NaN or infinite on {int(bad.sum())} of {len(logits)} "
+                         f"{data.split} examples: no metric")
     preds = predictions_from_logits(task, logits)
     return compute_metrics(task, preds, data.labels)

@@ -26,6 +26,8 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     path = out_dir / ONNX_NAME
     if not path.exists():
         raise RuntimeError(f"optimum-onnx wrote no {ONNX_NAME} in {out_dir}")
+    if tokenizer is not None:  # optimum copies it only from config._name_or_path, if it exists
+        tokenizer.save_pretrained(out_dir)
     return path
 
 

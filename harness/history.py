@@ -1,7 +1,6 @@
 """Runs over time: one row per run from its manifest, and all runs' records as one frame."""
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -9,9 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.errors import HarnessError
 from harness.publish.tables import records_frame
-from harness.store import MANIFEST, RECORDS, list_runs, load_records
+from harness.store import MANIFEST, RECORDS, list_runs, load_records, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +36,7 @@ def run_summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise HarnessError(f"{path}: not valid JSON") from None
+    return read_manifest(run_dir / MANIFEST).model_dump(exclude_none=True)
 
 
 def history_frame(results_dir: Path) -> pd.DataFrame:

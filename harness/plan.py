@@ -148,6 +148,9 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
 def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the suite as UTF-8"
+                          ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read suite file ({exc.strerror})") from None
     try:

@@ -1,14 +1,15 @@
 """The record contract: one measured cell per line of records.jsonl."""
 from __future__ import annotations
 
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from harness.clock import now
 from harness.errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
 
@@ -43,7 +44,9 @@ class Record(BaseModel):
     eval_split: str | None = None
     n_eval: int | None = None
     accuracy_mismatched: float | None = None  # MNLI's second dev set
-    predictions_path: str | None = None  # per-example dev predictions (.npy), for paired tests
+    # per-example dev predictions (.npy) for paired tests, relative to the results directory
+    predictions_path: str | None = None
+    eval_digest: str | None = None  # content of the dev examples evaluated (paired tests)
     # export parity (PyTorch vs ONNX on dev examples)
     parity_agreement: float | None = None
     parity_max_abs_diff: float | None = None
@@ -81,6 +84,8 @@ class Record(BaseModel):
     machine: str | None = None  # machine fingerprint
     node: str | None = None
     created_at: str = Field(default_factory=now)
+    # the traceback of a failure, for the run's run.log; not stored in records.jsonl
+    _trace: str | None = PrivateAttr(default=None)
 
     @property
     def key(self) -> tuple[str, str, str, str, int, int]:
@@ -103,7 +108,27 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-MIGRATIONS = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 stored predictions_path as an absolute path into <results>/cache."""
+    data = dict(data)
+    stored = data.get("predictions_path")
+    if stored and Path(stored).is_absolute() and "cache" in Path(stored).parts:
+        parts = Path(stored).parts
+        at = len(parts) - 1 - parts[::-1].index("cache")
+        data["predictions_path"] = str(PurePosixPath(*parts[at:]))
+    data["schema_version"] = 3
+    return data
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+def resolve_stored_path(stored: str | None, results_dir: Path) -> Path | None:
+    """A path stored in a record (relative to the results directory) as a usable path."""
+    if not stored:
+        return None
+    path = Path(stored)
+    return path if path.is_absolute() else results_dir / path
 
 
 def migrate(data: dict[str, Any], where: str = "record") -> dict[str, Any]:
@@ -122,5 +147,7 @@ def migrate(data: dict[str, Any], where: str = "record") -> dict[str, Any]:
     return data
 
 
-def parse_record(data: dict[str, Any], where: str = "record") -> Record:
+def parse_record(data: Any, where: str = "record") -> Record:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{where}: a record must be a JSON object")
     return Record.model_validate(migrate(data, where))

@@ -8,16 +8,21 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cache import ArtifactCache
 from harness.cell import CellRunner
-from harness.clock import now
-from harness.executors import make_executor
-from harness.plan import load_suite, plan
+from harness.clock import now, run_id_now
+from harness.errors import ConfigError
+from harness.executors import Executor, make_executor
+from harness.plan import Cell, load_suite, plan, read_yaml
 from harness.publish import publish
-from harness.store import RunStore, new_run_id
+from harness.schema import Suite
+from harness.stages.data import SuiteData
+from harness.store import RunStore, check_run_id, new_run_id
 from harness.tasks import resolve_data_dir
 from harness.timing.env import environment, machine_fingerprint
 
 log = logging.getLogger(__name__)
+SUITE_COPY = "suite.yaml"
 
 
 @dataclass
@@ -33,25 +38,74 @@ class RunSummary:
 
 def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
               use_cache: bool = True, executor: str | None = None,
-              address: str | None = None) -> RunSummary:
-    """Run or resume a suite; bad input raises before anything is written."""
+              address: str | None = None, force: bool = False) -> RunSummary:
+    """Run or resume a suite; bad input raises before anything is written.
+
+    The run directory is locked while the run goes on; resuming with a suite whose content
+    changed is refused unless `force`.
+    """
+    run_id = new_run_id() if run_id is None else check_run_id(run_id)
     suite, pipelines = load_suite(suite_path)
     data_dir = resolve_data_dir(suite.data_dir)
+    SuiteData(suite, data_dir).check()  # broken data: exit 2 before anything is written
     chosen = make_executor(executor or suite.executor, address)
     cells = plan(suite, pipelines)
-    store = RunStore.open(results_dir, run_id or new_run_id())
-    shutil.copyfile(suite_path, store.dir / "suite.yaml")
+    store = RunStore.open(results_dir, run_id)
+    with store.locked():
+        _keep_suite(store, suite_path, force)
+        with store.logging_to_file():
+            return _run(store, suite, suite_path, cells, chosen, results_dir, use_cache, data_dir)
+
+
+def _run(store: RunStore, suite: Suite, suite_path: Path, cells: list[Cell], chosen: Executor,
+         results_dir: Path, use_cache: bool, data_dir: Path | None) -> RunSummary:
     env, machine = environment(), machine_fingerprint()
+    previous = store.manifest()
+    resumed = [*previous.get("resumed", []), now()] if previous.get("started") else None
     store.update_manifest(run_id=store.dir.name, suite=suite.name, suite_file=str(suite_path),
                           git_sha=env.get("git_sha"), machine=machine, env=env,
-                          executor=chosen.name, started=now(), finished=None, cells=len(cells))
-    runner = CellRunner(suite, results_dir.resolve() / "cache", use_cache, data_dir,
-                        store.dir.name, env, machine)
-    start = time.perf_counter()
-    for record in chosen.run(cells, runner, store.finished_keys()):
-        store.append(record)
+                          executor=chosen.name, started=previous.get("started") or now(),
+                          finished=None, resumed=resumed, cells=len(cells))
+    cache_root = results_dir.resolve() / "cache"
+    for path in ArtifactCache(cache_root).remove_interrupted():
+        log.info("cache: removed %s, left by an interrupted build", path.name)
+    runner = CellRunner(suite, cache_root, use_cache, data_dir, store.dir.name, env, machine)
+    start, traced = time.perf_counter(), set()
+    try:
+        for record in chosen.run(cells, runner, store.finished_keys()):
+            store.append(record)
+            if record._trace and record._trace not in traced:  # once per failed build
+                traced.add(record._trace)
+                store.log_trace(f"{record.model} {record.task} {record.variant}: {record.stage} "
+                                f"failed", record._trace)
+    except BaseException as exc:  # an interrupt or a crash: the records so far are kept
+        log.error("run %s aborted (%s); resume it with --run-id %s", store.dir.name,
+                  type(exc).__name__, store.dir.name)
+        raise
     wall = round(time.perf_counter() - start, 1)
     counts = Counter(r.status for r in store.records())
     store.update_manifest(finished=now(), wall_seconds=wall, status_counts=dict(counts))
     publish(store.records(), store.dir, store.manifest())
     return RunSummary(store.dir, counts, wall)
+
+
+def _keep_suite(store: RunStore, suite_path: Path, force: bool) -> None:
+    """Copy the suite into the run; on resume, only if its content is what the run began with."""
+    kept = store.dir / SUITE_COPY
+    if kept.exists() and not _same_content(kept, suite_path):
+        if not force:
+            raise ConfigError(f"{suite_path}: run {store.dir.name} was started with another "
+                              f"suite ({kept}); resume it with that suite, pass --force to go on "
+                              "with this one (the records made so far are kept), or use a new "
+                              "--run-id")
+        kept.rename(kept.with_name(f"suite.{run_id_now()}.yaml"))
+        log.warning("run %s: suite changed; resuming with %s (--force)", store.dir.name, suite_path)
+    shutil.copyfile(suite_path, kept)
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Same YAML data (comments and layout aside)."""
+    try:
+        return read_yaml(a) == read_yaml(b)
+    except ConfigError:
+        return False

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 Features = dict[str, list[list[int]]]
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the weights are garbage, so the cell fails."""
+
+
 @dataclass
 class TrainLog:
     """What a training run did: optimizer steps, losses, wall time."""
@@ -154,6 +158,9 @@ def finetune(
             loss = task_loss(model(**batch).logits, y, task.is_regression)
         else:
             loss = _kd_loss(model, teacher, kd, batch, y, task.is_regression)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1}/{total} "
+                                   f"(lr {sched.get_last_lr()[0]:.3g}); lower the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -114,6 +114,22 @@ def toy_sst2(n: int = 32, seed: int = 0) -> TaskData:
     return TaskData("sst2", "train", texts, None, labels.astype(np.int64))
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT exported to ONNX (dynamic batch and sequence, at most 128 positions)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    ids = torch.ones(2, 8, dtype=torch.long)
+    path = tmp_path_factory.mktemp("tiny-onnx") / "model.onnx"
+    torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path),
+                      input_names=names, output_names=["logits"], opset_version=17,
+                      dynamic_axes={n: {0: "batch", 1: "seq"} for n in names}, dynamo=False)
+    return path
+
+
 # --- GLUE-format files (task loaders, MNLI runs) -------------------------------------
 BOM = "\ufeff"
 MNLI_TRAIN_HEAD = ("index promptID pairID genre sentence1_binary_parse sentence2_binary_parse "

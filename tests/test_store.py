@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from harness.errors import SchemaError
-from harness.records import SCHEMA_VERSION, Record, migrate
-from harness.store import RunStore, load_records
+from harness.errors import HarnessError, SchemaError
+from harness.manifest import MANIFEST_VERSION
+from harness.records import SCHEMA_VERSION, Record, migrate, resolve_stored_path
+from harness.store import RunStore, load_records, write_json_atomic
 
 
 def rec(**kw: object) -> Record:
@@ -73,5 +75,74 @@ def test_manifest_updates_atomically(tmp_path: Path) -> None:
     store = RunStore.open(tmp_path, "run1")
     store.update_manifest(suite="quick", started="t0")
     store.update_manifest(finished="t1")
-    assert store.manifest() == {"suite": "quick", "started": "t0", "finished": "t1"}
+    assert store.manifest() == {"schema_version": MANIFEST_VERSION, "suite": "quick",
+                                "started": "t0", "finished": "t1"}
     assert not list(store.dir.glob(".*tmp"))
+
+
+def test_failed_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "manifest.json"
+    target.mkdir()  # os.replace onto a directory fails after the temp file is written
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_manifest_is_versioned_and_old_ones_migrate(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path, "run1")
+    (store.dir / "manifest.json").write_text(json.dumps(
+        {"suite_name": "demo", "started_at": "t0", "counts": {"ok": 1}}))
+    assert store.manifest() == {"schema_version": MANIFEST_VERSION, "suite": "demo",
+                                "started": "t0", "status_counts": {"ok": 1}}
+    store.update_manifest(finished="t1")
+    assert json.loads((store.dir / "manifest.json").read_text())["schema_version"] == \
+        MANIFEST_VERSION
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "manifest.json: not valid JSON"),
+    ("[1, 2]", "manifest.json: not a JSON object"),
+    ('{"schema_version": 1, "suite": "x", "colour": "red"}', "manifest.json: colour: Extra"),
+    ('{"schema_version": 99}', "manifest.json: schema_version 99 is newer"),
+    ('{"schema_version": 1, "cells": "many"}', "manifest.json: cells: Input should be"),
+])
+def test_damaged_manifest_is_one_error_naming_the_file(tmp_path: Path, text: str,
+                                                       message: str) -> None:
+    store = RunStore.open(tmp_path, "run1")
+    (store.dir / "manifest.json").write_text(text)
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        store.manifest()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[1, 2]", "records.jsonl:1: a record must be a JSON object"),
+    ("3", "records.jsonl:1: a record must be a JSON object"),
+    ('"text"', "records.jsonl:1: a record must be a JSON object"),
+])
+def test_json_lines_that_are_not_objects(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text(line + "\n" + rec().model_dump_json() + "\n")
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        load_records(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_records_that_are_not_utf8(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "records.jsonl"
+    text = rec(model="modèle").model_dump_json() + "\n"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(HarnessError, match=r"records.jsonl: not UTF-8 text"):
+        load_records(path)
+
+
+def test_predictions_path_is_stored_relative_and_v2_records_migrate(tmp_path: Path) -> None:
+    v2 = rec().model_dump() | {"schema_version": 2}
+    v2["predictions_path"] = "/somewhere/results/cache/evaluate/abc/predictions_dev.npy"
+    del v2["eval_digest"]
+    migrated = migrate(v2)
+    assert migrated["predictions_path"] == "cache/evaluate/abc/predictions_dev.npy"
+    record = Record.model_validate(migrated)
+    assert resolve_stored_path(record.predictions_path, tmp_path) == \
+        tmp_path / "cache/evaluate/abc/predictions_dev.npy"
+    assert resolve_stored_path("/abs/file.npy", tmp_path) == Path("/abs/file.npy")
+    assert resolve_stored_path(None, tmp_path) is None

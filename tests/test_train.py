@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from conftest import make_tiny_bert
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -105,3 +106,22 @@ def test_kd_with_teacher_runs(tiny_bert_dir):
     assert log.steps == 4 and np.isfinite(log.mean_loss)
     assert all(torch.equal(frozen[k], v) for k, v in teacher.state_dict().items())
     assert not teacher.training
+
+
+def test_diverged_training_fails_with_one_line(tiny_bert_dir):
+    from harness.train import TrainingDiverged
+
+    model, tok = _load(tiny_bert_dir)
+    spec = FinetuneSpec(epochs=2, lr=1e30, batch_size=8, max_seq_len=32)
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at step \d+/16") as info:
+        finetune(model, tok, toy(), spec, get_task("sst2"), desc="fine-tune m sst2")
+    assert "\n" not in str(info.value) and "fine-tune m sst2" in str(info.value)
+
+
+def test_non_finite_model_outputs_are_an_error():
+    from harness.evaluation import evaluate_logits
+
+    data = TaskData("sst2", "dev", ["a", "b", "c"], None, np.array([0, 1, 1]))
+    logits = np.array([[0.1, 0.2], [np.nan, 0.0], [0.3, 0.1]], dtype=np.float32)
+    with pytest.raises(ValueError, match="1 of 3 dev examples"):
+        evaluate_logits(get_task("sst2"), data, logits)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.errors import DataError
+from harness.errors import DataMissing
 from harness.registry import Registry, load_object
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class MethodContext:
 
     def train_data(self) -> TaskData:
         if self.load_train is None:
-            raise DataError(f"{self.task.name}: no training data available for this method")
+            raise DataMissing(f"{self.task.name}: no training data available for this method")
         return self.load_train()
 
 

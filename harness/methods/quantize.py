@@ -164,8 +164,8 @@ def _calibration_data(ctx: MethodContext, n: int) -> Any:
     name = ctx.task.name
     try:
         data = ctx.train_data()
-    except DataError as exc:
-        raise DataError(f"int8-static: no calibration data for task {name} ({exc})") from exc
+    except DataError as exc:  # keeps its kind: missing data skips the cell, broken data fails it
+        raise type(exc)(f"int8-static: no calibration data for task {name} ({exc})") from exc
     if len(data) == 0:
         raise DataError(f"int8-static: no calibration data for task {name} (empty train split)")
     if ctx.tokenizer is None:

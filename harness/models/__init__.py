@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import ModelError, did_you_mean
+from harness.errors import ModelError, did_you_mean, first_line
 from harness.models.catalogue import (
     CATALOGUE,
     describe_models,
@@ -65,12 +65,14 @@ def check_model_name(name: str) -> str | None:
     return f"unknown model '{name}'. {did_you_mean(name, CATALOGUE, expected)}"
 
 
-def load_model(name: str, num_labels: int, *,
-               cache_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A fresh AutoModelForSequenceClassification (head seeded by the caller) and its tokenizer.
+def load_model(name: str, num_labels: int, *, cache_dir: Path, seed: int | None = None
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A fresh AutoModelForSequenceClassification and its tokenizer.
 
     num_labels=1 gives a regression head. Catalogue keys load offline from packaged files
-    (minilm-l3 is converted once into `cache_dir/models`).
+    (minilm-l3 is converted once into `cache_dir/models`). The new head is initialised from
+    torch's global RNG: seeded with `seed` right before the weights load (after any first-use
+    conversion), else as the caller left it.
     """
     problem = check_model_name(name)
     if problem:
@@ -78,11 +80,21 @@ def load_model(name: str, num_labels: int, *,
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     if name in CATALOGUE:
-        return _load_local(name, _catalogue_dir(name, cache_dir), num_labels, strict=True)
+        path = _catalogue_dir(name, cache_dir)
+        _seed(seed)
+        return _load_local(name, path, num_labels, strict=True)
     path = Path(name).expanduser()
+    _seed(seed)
     if path.is_dir():
         return _load_local(name, path, num_labels, strict=False)
     return _load_hub(name, num_labels)
+
+
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def model_fingerprint(name: str) -> str:
@@ -175,7 +187,7 @@ def _load_local(name: str, path: Path, num_labels: int,
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False,
                                                   local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load model '{name}' from {path}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load model '{name}' from {path}: {first_line(exc)}") from exc
     _check_loaded(name, info, strict)
     return model, tokenizer
 
@@ -212,11 +224,7 @@ def _load_hub(name: str, num_labels: int) -> tuple[PreTrainedModel, PreTrainedTo
                              "HF_HUB_OFFLINE is set: download it first or pass a local "
                              "directory") from exc
         raise ModelError(f"cannot load hub model '{name}': the Hugging Face hub is unreachable "
-                         f"or has no such model ({_first_line(exc)}); set HF_HUB_OFFLINE=1 "
+                         f"or has no such model ({first_line(exc)}); set HF_HUB_OFFLINE=1 "
                          "to use only cached files") from exc
     _check_loaded(name, info, strict=False)
     return model, tokenizer
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.cache import ArtifactCache
 from harness.errors import ModelError
 from harness.models.catalogue import file_sha256, l3_onnx_path, l6_model_dir
 
@@ -34,24 +33,23 @@ _BERT_NAME = re.compile(r"(?:^|\.)((?:embeddings|encoder)\..+)$")
 
 
 def converted_dir(cache_dir: Path, onnx_path: Path | None = None) -> Path:
-    """Directory of the converted checkpoint under `cache_dir/models`, converting on first use."""
+    """Directory of the converted checkpoint under `cache_dir/models`, converting on first use.
+
+    It is an artifact of the cache: its file hashes are checked on every use (a damaged or
+    deleted file means a new conversion) and two processes converting at once build it once.
+    """
     onnx_path = onnx_path or l3_onnx_path()
-    digest = file_sha256(onnx_path)[:16]
-    target = cache_dir / "models" / f"minilm-l3-{digest}-v{CONVERTER_VERSION}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".minilm-l3-", dir=target.parent))
-    try:
-        convert(onnx_path, l6_model_dir(), tmp)
-        os.rename(tmp, target)
-        log.info("converted %s into %s", onnx_path.name, target)
-    except OSError:
-        if not (target / "config.json").exists():  # not a lost race with another process
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    key = f"minilm-l3-{file_sha256(onnx_path)[:16]}-v{CONVERTER_VERSION}"
+
+    def build(out: Path) -> dict[str, str]:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # model init must not move the caller's RNG
+            convert(onnx_path, l6_model_dir(), out)
+        return {"source": onnx_path.name}
+
+    path, _ = ArtifactCache(cache_dir).get_or_build("models", key, build, f"convert {onnx_path.name}")
+    return path
 
 
 def convert(onnx_path: Path, tokenizer_dir: Path, out_dir: Path) -> None:

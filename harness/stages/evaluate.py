@@ -42,4 +42,7 @@ def evaluated(ctx: StageContext, cell: Cell, onnx_path: Path, key: str, tokenize
         return result
 
     path, _ = ctx.cache.get_or_build(EVALUATE.name, ekey, build, cell.label)
-    return ctx.cache.info(path) | {"predictions_path": str(path / "predictions_dev.npy")}
+    # stored relative to the results directory, the parent of the cache root
+    stored = path.relative_to(ctx.cache.root.parent) / "predictions_dev.npy"
+    return ctx.cache.info(path) | {"predictions_path": stored.as_posix(),
+                                   "eval_digest": ctx.data.digest(cell.task, "dev")}

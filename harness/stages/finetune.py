@@ -24,13 +24,12 @@ def finetuned(ctx: StageContext, model: str, task: str) -> tuple[Path, str]:
                         "data": ctx.data.identity(task, "train"), "finetune": ft.model_dump()})
 
     def build(out: Path) -> dict[str, Any]:
-        import torch
-
         from harness.train import finetune  # torch: imported when something is trained
 
         spec = get_task(task)
-        torch.manual_seed(ft.seed)
-        net, tok = load_model(model, spec.num_labels, cache_dir=ctx.cache.root)
+        # seeded right before the head is initialised (after a first-use conversion), and
+        # `finetune` seeds again before training: the same key gives the same weights
+        net, tok = load_model(model, spec.num_labels, cache_dir=ctx.cache.root, seed=ft.seed)
         net.to(train_device())
         train = ctx.data.split(task, "train")
         log_ = finetune(net, tok, train, ft, spec, desc=f"fine-tune {model} {task}")

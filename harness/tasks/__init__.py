@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.errors import DataError, DataMissing
 from harness.tasks import hub, local
 from harness.tasks.spec import TASKS, TaskData, TaskSpec, canonical_task, get_task
 
@@ -79,14 +79,14 @@ def load_split(task: str | TaskSpec, split: str, *, data_dir: Path | None = None
     root = resolve_data_dir(data_dir)
     if source == "local":
         if root is None:
-            raise DataError(f"{spec.name}: no local GLUE dir found (set {ENV_DATA_DIR})")
+            raise DataMissing(f"{spec.name}: no local GLUE dir found (set {ENV_DATA_DIR})")
         return local.read_split(spec, split, root)
     if root is not None and local.split_path(spec, split, root).is_file():
         return local.read_split(spec, split, root)
     if hub.hub_offline():
         where = (f"in {root / spec.glue_dir}" if root is not None
                  else f"(no local GLUE dir; set {ENV_DATA_DIR})")
-        raise DataError(f"{spec.name}: {local.split_file(spec, split)} not found {where} "
+        raise DataMissing(f"{spec.name}: {local.split_file(spec, split)} not found {where} "
                         "(and the hub is offline)")
     log.info("%s: no local %s file; trying the hub", spec.name, split)
     return hub.load_hub_split(spec, split)

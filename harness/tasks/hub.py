@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from harness.errors import DataError
+from harness.errors import DataError, DataMissing
 from harness.tasks.spec import TaskData, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def load_hub_split(spec: TaskSpec, split: str) -> TaskData:
     try:
         ds = datasets.load_dataset(GLUE_HUB_ID, spec.hub_config, split=name)
     except Exception as exc:  # network, auth and cache errors all mean "data not available"
-        raise DataError(f"{spec.name}: could not load {GLUE_HUB_ID}/{spec.hub_config} "
+        raise DataMissing(f"{spec.name}: could not load {GLUE_HUB_ID}/{spec.hub_config} "
                         f"split {name} from the hub: {type(exc).__name__}: {exc}") from exc
     missing = [c for c in (*spec.text_columns, "label") if c not in ds.column_names]
     if missing:

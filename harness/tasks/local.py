@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import DataError
+from harness.errors import DataError, DataMissing
 from harness.tasks.spec import TaskData, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,21 @@ def local_splits(spec: TaskSpec, data_dir: Path) -> list[str]:
 
 
 def read_split(spec: TaskSpec, split: str, data_dir: Path) -> TaskData:
-    """Read one split of one task from a glue_data directory; DataError if missing or malformed."""
+    """Read one split of one task from a glue_data directory.
+
+    DataMissing if the file is not there; DataError if it is malformed (not UTF-8, empty, a row
+    with the wrong number of columns, as a truncated copy leaves it, or a bad label).
+    """
     path = split_path(spec, split, data_dir)
     if not path.is_file():
-        raise DataError(f"{spec.name}: {path.name} not found in {path.parent}")
+        raise DataMissing(f"{spec.name}: {path.name} not found in {path.parent}")
+    try:
+        return _read_rows(spec, split, path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_rows(spec: TaskSpec, split: str, path: Path) -> TaskData:
     layout = LAYOUTS[spec.name]
     text_a: list[str] = []
     text_b: list[str] | None = None if layout.text_b is None else []
@@ -101,6 +112,8 @@ def read_split(spec: TaskSpec, split: str, data_dir: Path) -> TaskData:
             text_a.append(row[layout.text_a])
             if text_b is not None:
                 text_b.append(row[layout.text_b])  # type: ignore[index]
+    if not text_a:
+        raise DataError(f"{path}: no examples")
     if skipped:
         log.warning("%s: skipped %d malformed rows (wrong column count)", path, skipped)
     dtype = np.float32 if spec.is_regression else np.int64

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from harness.errors import ConfigError, first_line
 from harness.schema import TimingSpec
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
@@ -93,17 +94,40 @@ def vocab_size(model: onnx.ModelProto, default: int = 2) -> int:
     return default
 
 
+def read_onnx(path: Path) -> onnx.ModelProto:
+    """An ONNX file that passes onnx's checker (weights inline), or ConfigError naming it."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - protobuf and checker errors alike: not a model
+        raise ConfigError(f"{path}: not an ONNX model ({first_line(exc, 200)})") from None
+    if not model.graph.node:
+        raise ConfigError(f"{path}: not an ONNX model (no graph)")
+    return model
+
+
+def max_positions(model: onnx.ModelProto) -> int | None:
+    """Rows of a BERT-style position-embedding table: the longest sequence the model takes."""
+    for init in model.graph.initializer:
+        if init.name.endswith("position_embeddings.weight") and init.dims:
+            return int(init.dims[0])
+    return None
+
+
 def time_file(onnx_path: str | Path, provider: str, batch_size: int, seq_len: int,
               spec: TimingSpec, tokenizer: Any = None, texts_a: Sequence[str] | None = None,
               texts_b: Sequence[str] | None = None) -> dict[str, Any]:
     """Time an ONNX file for `harness time`: tokenized `texts_a`/`texts_b` when a tokenizer
     and texts are given, otherwise seeded random token ids (said in the `inputs` field)."""
+    model = read_onnx(Path(onnx_path))
+    limit = max_positions(model)
+    if limit is not None and seq_len > limit:
+        raise ConfigError(f"--seq-len {seq_len}: the model takes at most {limit} positions")
     if tokenizer is not None and texts_a:
         inputs = make_inputs(tokenizer, texts_a, texts_b, batch_size, seq_len, spec.seed)
         described = describe_inputs(batch_size, seq_len, spec.seed, source="given")
     else:
-        vocab = getattr(tokenizer, "vocab_size", None) or vocab_size(
-            onnx.load(str(onnx_path), load_external_data=False))
+        vocab = getattr(tokenizer, "vocab_size", None) or vocab_size(model)
         inputs = random_inputs(batch_size, seq_len, spec.seed, vocab)
         described = describe_inputs(batch_size, seq_len, spec.seed, source="random")
         described += f"; ids below {vocab}"
