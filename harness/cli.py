@@ -88,7 +88,9 @@ def report(run_dir: Path) -> None:
 
 @app.command()
 def compare(run_dir: Path,
-            baseline: Annotated[Path, typer.Option(help="The run to compare against.")],
+            baseline: Annotated[list[Path], typer.Option(
+                help="A run to compare against (repeatable: several runs of the baseline "
+                     "code make their spread the noise floor).")],
             threshold: Annotated[list[str] | None, typer.Option(
                 help="e.g. latency_ms_p50:5% or metric:-0.5 (repeatable).")] = None,
             force: Annotated[bool, typer.Option(help="Compare across machines.")] = False,
