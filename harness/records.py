@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.clock import now
 from harness.errors import SchemaError
 
 SCHEMA_VERSION = 3
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Record(BaseModel):
@@ -94,7 +90,7 @@ class Record(BaseModel):
     env: dict[str, Any] = {}
     machine: str | None = None  # machine fingerprint
     node: str | None = None
-    created_at: str = Field(default_factory=_now)
+    created_at: str = Field(default_factory=now)
 
     @model_validator(mode="after")
     def _rounds_cover_samples(self) -> Record:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scipy.stats import false_discovery_control, mannwhitneyu
 
 from harness.compare import compare_runs, mcnemar_exact, paired_bootstrap, parse_threshold

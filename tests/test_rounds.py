@@ -10,12 +10,19 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from scipy import stats as sps
 
-from harness.config import TimingSpec
 from harness.records import Record, split_rounds
-from harness.timing import make_session, rounds as rounds_mod
+from harness.schema import TimingSpec
+from harness.timing import make_session
+from harness.timing import rounds as rounds_mod
 from harness.timing.group import time_group
-from harness.timing.rounds import (Slice, log_ratio_ci, paired_speedup, round_cv, round_orders,
-                                   time_rounds)
+from harness.timing.rounds import (
+    Slice,
+    log_ratio_ci,
+    paired_speedup,
+    round_cv,
+    round_orders,
+    time_rounds,
+)
 
 SPEC = TimingSpec(warmup=2, rounds=4, min_iterations=8, min_seconds=0.0, max_seconds=5.0)
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.pipeline import Cell
+    from harness.cell import CellRunner
+    from harness.plan import Cell
     from harness.records import Record
-    from harness.runner import CellRunner
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, cells: list[Cell], runner: CellRunner, done: set[tuple]) -> Iterator[Record]:
-        from harness.runner import group_label, groups
+        from harness.cell import group_label, groups
 
         start, todo = time.perf_counter(), groups(cells)
         for i, group in enumerate(todo, 1):

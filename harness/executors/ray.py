@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.pipeline import Cell
+    from harness.cell import BuildResult, CellRunner
+    from harness.plan import Cell
     from harness.records import Record
-    from harness.runner import BuildResult, CellRunner
 
 log = logging.getLogger(__name__)
 
 
 def _failure(exc: Exception) -> BuildResult:
     """A shared stage's exception, classified as `CellRunner.build` does."""
-    from harness.runner import BuildResult
+    from harness.cell import BuildResult
 
     return BuildResult.failure(exc)
 
@@ -132,7 +132,7 @@ class RayExecutor:
         return {"num_cpus": cpus, "num_gpus": spec.timing_gpus}
 
     def run(self, cells: list[Cell], runner: CellRunner, done: set[tuple]) -> Iterator[Record]:
-        from harness.runner import BASELINE, groups
+        from harness.cell import BASELINE, groups
 
         self._init(runner)
         graph = StageGraph(runner, self._timing_options(runner))
@@ -173,7 +173,8 @@ def lost(runner: CellRunner, cells: list[Cell], todo: dict[Cell, list], built: d
     died); a cell whose build failed keeps that failure."""
     import ray
 
-    from harness.runner import BuildResult, one_line
+    from harness.cell import BuildResult
+    from harness.errors import one_line
 
     records = []
     for cell in cells:
@@ -225,8 +226,7 @@ class StageGraph:
 
     def torch_prefix(self, cell: Cell, k: int) -> Any:
         """The first k torch steps of the cell's pipeline (k = 0: its fine-tune)."""
-        from harness.config import Pipeline
-        from harness.pipeline import Cell
+        from harness.plan import Cell, Pipeline
 
         if k == 0:
             return self.tuned(cell.model, cell.task)

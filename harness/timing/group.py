@@ -12,12 +12,18 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from harness.config import TimingSpec
+from harness.schema import TimingSpec
 from harness.timing.inputs import feed_for
-from harness.timing.loop import (cpu_runner, cuda_runner, gpu_mem_mb, judge, load_between,
-                                 peak_rss_mb, probe)
-from harness.timing.rounds import (SLICE_WARMUP, Rounds, Slice, paired_speedup, round_cv,
-                                   time_rounds)
+from harness.timing.loop import (
+    cpu_runner,
+    cuda_runner,
+    gpu_mem_mb,
+    judge,
+    load_between,
+    peak_rss_mb,
+    probe,
+)
+from harness.timing.rounds import SLICE_WARMUP, Rounds, Slice, paired_speedup, round_cv, time_rounds
 from harness.timing.session import describe_session
 from harness.timing.stats import Stats
 

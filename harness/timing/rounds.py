@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from harness.config import TimingSpec
+from harness.schema import TimingSpec
 from harness.timing.loop import time_until
 
 Step = Callable[[], Any]
