@@ -54,6 +54,9 @@ def test_rounds_interleave_in_the_recorded_order() -> None:
     expected = [n for n in result.order[0] for _ in range(SPEC.warmup)]
     expected += [n for order in result.order for n in order for _ in range(per_slice)]
     assert calls == expected
+    counter = iter(range(100))
+    marked = time_rounds(steps, SPEC, mark=lambda: next(counter))
+    assert marked.marks == [0, 1, 2, 3, 4]  # before each round and after the last
     for name in steps:  # raw samples kept per round
         assert result.sizes(name) == [2, 2, 2, 2]
         assert len(result.flat(name)) == 8 and all(x >= 0 for x in result.flat(name))
@@ -130,6 +133,8 @@ def test_time_group_gives_paired_fields_per_variant(tmp_path: Path) -> None:
         assert got["round_order"] == round_orders(["baseline", "small"], 3)
         assert got["session"]["measurement"]["rounds"] == 3
         assert got["session"]["allow_spinning"] is True
+        measured = got["session"]["measurement"]
+        assert len(measured["round_others_load"]) == len(measured["round_steal"]) == 3
         Record(run_id="r", model="m", task="t", method=name, provider="cpu", batch_size=16,
                seq_len=64, status="ok", **got)  # every field is a record field
     assert fields["baseline"]["speedup"] == pytest.approx(1.0)

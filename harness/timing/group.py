@@ -22,6 +22,7 @@ from harness.timing.loop import (
     load_between,
     peak_rss_mb,
     probe,
+    steal_between,
 )
 from harness.timing.rounds import SLICE_WARMUP, Rounds, Slice, paired_speedup, round_cv, time_rounds
 from harness.timing.session import describe_session
@@ -44,16 +45,19 @@ def time_group(sessions: Mapping[str, ort.InferenceSession], provider: str, spec
     """
     steps = {name: (cuda_runner if provider == "cuda" else cpu_runner)(
         s, feed_for(s, feeds[name])) for name, s in sessions.items()}
-    before, wall0 = probe(), time.perf_counter()
-    rounds = time_rounds(steps, spec)
+    wall0 = time.perf_counter()
+    rounds = time_rounds(steps, spec, mark=probe)
     wall = time.perf_counter() - wall0
-    others, per_core = load_between(before, probe())
+    others, per_core = load_between(rounds.marks[0], rounds.marks[-1])
+    marks = list(zip(rounds.marks[:-1], rounds.marks[1:], strict=True))
     shared = {"load_avg": round(psutil.getloadavg()[0], 3), "peak_rss_mb": round(peak_rss_mb(), 1),
               "gpu_mem_mb": gpu_mem_mb() if provider == "cuda" else None}
     details = {"warmup": spec.warmup, "rounds": spec.rounds, "round_order": spec.round_order,
                "slice": vars(Slice.of(spec)), "slice_warmup": SLICE_WARMUP,
                "group_seconds": round(wall, 3), "group": list(sessions),
-               "others_load": others, "cpu_busy_per_core": per_core, "gc_disabled": True,
+               "others_load": others, "cpu_busy_per_core": per_core,
+               "round_others_load": [load_between(a, b)[0] for a, b in marks],
+               "round_steal": [steal_between(a, b) for a, b in marks], "gc_disabled": True,
                "timer": "time.perf_counter_ns", "io_binding": provider == "cuda"}
     return {name: variant_fields(rounds, name, batch_size, spec, others, baseline)
             | shared | {"session": describe_session(sessions[name], provider, spec)

@@ -64,6 +64,18 @@ def load_between(before: Probe, after: Probe) -> tuple[float | None, list[float]
     return round(others, 4), per_core
 
 
+def steal_between(before: Probe, after: Probe) -> float | None:
+    """Share of the CPU time the hypervisor gave to other guests (steal), or None where the
+    system does not report it."""
+    steal = total = 0.0
+    for b, a in zip(before.per_cpu, after.per_cpu, strict=True):
+        if not hasattr(a, "steal"):
+            return None
+        steal += a.steal - b.steal
+        total += _busy_total(a)[1] - _busy_total(b)[1]
+    return round(steal / total, 4) if total > 0 else None
+
+
 def judge(stats: Stats, others_load: float | None, spec: TimingSpec,
           round_cv: float | None = None) -> tuple[bool, str | None]:
     """Flag a measurement whose spread (of the samples, or of the per-round medians) or whose

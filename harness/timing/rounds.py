@@ -73,6 +73,7 @@ class Rounds:
     order: list[list[str]]
     stopped_by: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+    marks: list[Any] = field(default_factory=list)  # `mark()` before each round and at the end
 
     def flat(self, variant: str) -> list[float]:
         """All samples of a variant, round after round."""
@@ -82,10 +83,12 @@ class Rounds:
         return [len(r) for r in self.samples_ms[variant]]
 
 
-def time_rounds(steps: Mapping[str, Step], spec: TimingSpec) -> Rounds:
+def time_rounds(steps: Mapping[str, Step], spec: TimingSpec,
+                mark: Callable[[], Any] | None = None) -> Rounds:
     """Warm every variant up (spec.warmup runs), then run spec.rounds interleaved rounds.
 
-    The GC is off while timing. Samples are kept per round; nothing is discarded.
+    The GC is off while timing. Samples are kept per round; nothing is discarded. `mark`
+    (e.g. CPU counters) is called before each round and after the last one.
     """
     names = list(steps)
     order = round_orders(names, spec.rounds, spec.round_order, spec.seed)
@@ -99,16 +102,21 @@ def time_rounds(steps: Mapping[str, Step], spec: TimingSpec) -> Rounds:
     was_on = gc.isenabled()
     gc.disable()
     start = time.perf_counter()
+    marks = []
     try:
         for names_in_round in order:
+            if mark is not None:
+                marks.append(mark())
             for name in names_in_round:
                 ns, why = timed_slice(steps[name], part)
                 samples[name].append((np.asarray(ns, dtype=np.float64) / 1e6).tolist())
                 stopped[name].append(why)
+        if mark is not None:
+            marks.append(mark())
     finally:
         if was_on:
             gc.enable()
-    return Rounds(samples, order, stopped, round(time.perf_counter() - start, 3))
+    return Rounds(samples, order, stopped, round(time.perf_counter() - start, 3), marks)
 
 
 def round_stat(rounds_ms: Sequence[Sequence[float]], q: float | str = 50) -> np.ndarray:
