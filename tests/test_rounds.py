@@ -135,6 +135,7 @@ def test_time_group_gives_paired_fields_per_variant(tmp_path: Path) -> None:
         assert got["session"]["allow_spinning"] is True
         measured = got["session"]["measurement"]
         assert len(measured["round_others_load"]) == len(measured["round_steal"]) == 3
+        assert len(measured["reference_ms"]) == 4 and min(measured["reference_ms"]) > 0
         Record(run_id="r", model="m", task="t", method=name, provider="cpu", batch_size=16,
                seq_len=64, status="ok", **got)  # every field is a record field
     assert fields["baseline"]["speedup"] == pytest.approx(1.0)

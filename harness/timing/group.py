@@ -24,6 +24,7 @@ from harness.timing.loop import (
     probe,
     steal_between,
 )
+from harness.timing.reference import Reference
 from harness.timing.rounds import SLICE_WARMUP, Rounds, Slice, paired_speedup, round_cv, time_rounds
 from harness.timing.session import describe_session
 from harness.timing.stats import Stats
@@ -45,11 +46,13 @@ def time_group(sessions: Mapping[str, ort.InferenceSession], provider: str, spec
     """
     steps = {name: (cuda_runner if provider == "cuda" else cpu_runner)(
         s, feed_for(s, feeds[name])) for name, s in sessions.items()}
+    reference = Reference(spec) if provider == "cpu" else None
     wall0 = time.perf_counter()
-    rounds = time_rounds(steps, spec, mark=probe)
+    rounds = time_rounds(steps, spec, mark=lambda: (probe(), reference and reference.ms()))
     wall = time.perf_counter() - wall0
-    others, per_core = load_between(rounds.marks[0], rounds.marks[-1])
-    marks = list(zip(rounds.marks[:-1], rounds.marks[1:], strict=True))
+    counters = [c for c, _ in rounds.marks]
+    others, per_core = load_between(counters[0], counters[-1])
+    marks = list(zip(counters[:-1], counters[1:], strict=True))
     shared = {"load_avg": round(psutil.getloadavg()[0], 3), "peak_rss_mb": round(peak_rss_mb(), 1),
               "gpu_mem_mb": gpu_mem_mb() if provider == "cuda" else None}
     details = {"warmup": spec.warmup, "rounds": spec.rounds, "round_order": spec.round_order,
@@ -57,7 +60,8 @@ def time_group(sessions: Mapping[str, ort.InferenceSession], provider: str, spec
                "group_seconds": round(wall, 3), "group": list(sessions),
                "others_load": others, "cpu_busy_per_core": per_core,
                "round_others_load": [load_between(a, b)[0] for a, b in marks],
-               "round_steal": [steal_between(a, b) for a, b in marks], "gc_disabled": True,
+               "round_steal": [steal_between(a, b) for a, b in marks],
+               "reference_ms": [ms for _, ms in rounds.marks], "gc_disabled": True,
                "timer": "time.perf_counter_ns", "io_binding": provider == "cuda"}
     return {name: variant_fields(rounds, name, batch_size, spec, others, baseline)
             | shared | {"session": describe_session(sessions[name], provider, spec)
