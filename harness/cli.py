@@ -95,11 +95,15 @@ def compare(run_dir: Path,
                 help="e.g. latency_ms_p50:5% or metric:-0.5 (repeatable).")] = None,
             force: Annotated[bool, typer.Option(help="Compare across machines.")] = False,
             output: Annotated[Path | None, typer.Option(help="Write Markdown here.")] = None,
+            max_load: Annotated[float, typer.Option(
+                help="Leave latency untested where other processes used more of the CPU "
+                     "while timing.")] = 0.5,
             ) -> None:
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
     from harness.compare import compare_run_dirs
 
-    result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force)
+    result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force,
+                              max_load=max_load)
     text = result.to_markdown()
     if output:
         output.write_text(text)

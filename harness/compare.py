@@ -40,6 +40,7 @@ LATENCY_STATS: dict[str, float | str] = {
 }
 REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
+MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 
 
@@ -85,6 +86,8 @@ class LatencyTest:
     and its 95% Welch interval; `p`: two-sided Welch t-test on the logs (NaN: untested, fewer
     than two rounds on a side); `q`: `p` adjusted across cells (Benjamini-Hochberg); `floor`:
     largest difference between the baseline runs, in percent (0 with one baseline run).
+    A cell timed while other processes used more than `max_load` of the CPU, in either run,
+    is untested (`note`): its change says more about the machine than about the code.
     """
 
     estimate: float
@@ -95,6 +98,7 @@ class LatencyTest:
     n_base: int
     floor: float = 0.0
     q: float = math.nan
+    note: str | None = None  # why untested, when that is not fewer than two rounds
 
     @property
     def tested(self) -> bool:
@@ -242,10 +246,15 @@ class Comparison:
         return _markdown(self)
 
 
-def _latency(new: Record, bases: list[Record], fields: Iterable[str]) -> dict[str, LatencyTest]:
-    return {f: welch_ratio(round_values(new, LATENCY_STATS[f]),
-                           [round_values(b, LATENCY_STATS[f]) for b in bases])
-            for f in fields if new.samples_ms and all(b.samples_ms for b in bases)}
+def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float
+             ) -> dict[str, LatencyTest]:
+    if not new.samples_ms or not all(b.samples_ms for b in bases):
+        return {}
+    tests = {f: welch_ratio(round_values(new, LATENCY_STATS[f]),
+                            [round_values(b, LATENCY_STATS[f]) for b in bases]) for f in fields}
+    if any((r.others_load or 0.0) > max_load for r in (new, *bases)):  # not the code's doing
+        return {f: replace(t, p=math.nan, note="timed under load") for f, t in tests.items()}
+    return tests
 
 
 def _point_latency(new: Record, bases: list[Record], fields: Iterable[str]
@@ -303,9 +312,10 @@ def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | No
 def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record],
                  thresholds: list[str], force: bool = False,
                  predictions: Predictions | None = None, n_boot: int = 2000,
-                 seed: int = 0) -> Comparison:
+                 seed: int = 0, max_load: float = MAX_LOAD) -> Comparison:
     """Compare every cell present in the run and in every baseline run (the first baseline
-    run is the metric's reference); refuse different machines unless forced."""
+    run is the metric's reference); refuse different machines unless forced. Latency is
+    not tested where other processes used more than `max_load` of the CPU while timing."""
     parsed = [parse_threshold(t) for t in thresholds]
     if not baseline_runs:
         raise ConfigError("compare: at least one baseline run is needed")
@@ -318,7 +328,8 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     cells, metric_done = [], set()
     for k in ok:
         refs = [b[k] for b in bases]
-        latency = _latency(new[k], refs, fields) or _point_latency(new[k], refs, fields)
+        latency = (_latency(new[k], refs, fields, max_load)
+                   or _point_latency(new[k], refs, fields))
         cell = CellComparison(k, latency)
         if k[:3] not in metric_done:
             metric_done.add(k[:3])
@@ -342,7 +353,8 @@ def _cell_row(cell: CellComparison) -> dict[str, object]:
     tested = t is not None and t.tested
     return _key_cols(cell.key) | {
         "p50 new/base": f"{t.estimate:.3f}×" if t else "–",
-        "95% CI": f"{t.low:.3f}–{t.high:.3f}" if tested else "– (untested: < 2 rounds)",
+        "95% CI": f"{t.low:.3f}–{t.high:.3f}" if tested
+        else f"– (untested: {t.note or '< 2 rounds'})" if t else "–",
         "q": f"{t.q:.2g}" if tested else "–",
         "rounds": f"{t.n_new} vs {t.n_base}" if t else "–",
         "latency": ("slower" if t.estimate > 1 else "faster") if tested and t.significant
@@ -375,8 +387,8 @@ def _markdown(cmp: Comparison) -> str:
                   md_table(broken), ""]
     if cmp.untested:
         untested = pd.DataFrame([_key_cols(k) | {"threshold": t} for k, t in cmp.untested])
-        lines += ["## Beyond a threshold but untested (no predictions, or fewer than two "
-                  "rounds)", "", md_table(untested.astype(str)), ""]
+        lines += ["## Beyond a threshold but untested (no predictions, fewer than two "
+                  "rounds, or timed under load)", "", md_table(untested.astype(str)), ""]
     cells = pd.DataFrame([_cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)
@@ -397,7 +409,8 @@ DEFAULT_THRESHOLDS = ["latency_ms_p50:5%", "metric:-0.5"]
 
 
 def compare_run_dirs(run_dir: Path, baseline_dirs: Path | Sequence[Path], *,
-                     thresholds: list[str], force: bool = False) -> Comparison:
+                     thresholds: list[str], force: bool = False,
+                     max_load: float = MAX_LOAD) -> Comparison:
     """Compare a run directory with one or more baseline run directories, pairing metric
     tests on the stored predictions of the run and the first baseline."""
     from harness.store import RECORDS, load_records
@@ -409,4 +422,4 @@ def compare_run_dirs(run_dir: Path, baseline_dirs: Path | Sequence[Path], *,
     predictions = {r.key: p for r in new if r.key in first
                    if (p := _load_predictions(r, first[r.key])) is not None}
     return compare_runs(new, *bases, thresholds=thresholds or DEFAULT_THRESHOLDS,
-                        force=force, predictions=predictions)
+                        force=force, predictions=predictions, max_load=max_load)

@@ -65,6 +65,7 @@ class Record(BaseModel):
     unstable: bool | None = None
     unstable_reason: str | None = None
     load_avg: float | None = None
+    others_load: float | None = None  # share of the CPU other processes used while timing
     peak_rss_mb: float | None = None
     gpu_mem_mb: float | None = None
     latency_round_cv: float | None = None  # cv of the per-round p50s

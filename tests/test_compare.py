@@ -238,3 +238,15 @@ def test_metric_is_tested_once_per_variant_not_per_shape() -> None:
     assert [c.metric_test for c in cmp.cells] == ["mcnemar", None]
     assert cmp.regressions == [(("m", "sst2", "int8-dynamic"), "metric:-0.5", cmp.regressions[0][2])]
     assert "| –" in cmp.to_markdown()
+
+
+def test_cells_timed_under_load_are_untested_not_regressions() -> None:
+    slow, base = rrec(1.5, seed=12), rrec(seed=13)
+    assert compare_runs([slow], [base], thresholds=THRESHOLDS).regressions
+    slow.others_load = 0.9  # other processes kept 90% of the CPU busy during this run
+    cmp = compare_runs([slow], [base], thresholds=THRESHOLDS)
+    test = cmp.cells[0].latency["latency_ms_p50"]
+    assert not test.tested and test.note == "timed under load"
+    assert cmp.regressions == [] and [t for _, t in cmp.untested] == ["latency_ms_p50:5%"]
+    assert "timed under load" in cmp.to_markdown()
+    assert compare_runs([slow], [base], thresholds=THRESHOLDS, max_load=0.95).regressions

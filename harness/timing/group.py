@@ -84,6 +84,7 @@ def variant_fields(rounds: Rounds, name: str, batch_size: int, spec: TimingSpec,
         "samples_ms": [round(x, SAMPLE_DECIMALS) for x in flat],
         "round_sizes": rounds.sizes(name), "round_order": rounds.order,
         "latency_round_cv": spread, "unstable": unstable, "unstable_reason": reason,
+        "others_load": others_load,
     }
     if baseline is not None and baseline in rounds.samples_ms:
         ci = paired_speedup(rounds.samples_ms[baseline], per_round)
