@@ -147,12 +147,15 @@ class GroupTimer:
         self.runner, self.built, self.provider = runner, built, provider
         self.spec = runner.suite.timing
         self.sessions: dict[Cell, Any] = {}
+        self.tokenizers: dict[Cell, Any] = {}
         self.failed: dict[Cell, tuple[str, str]] = {}  # cell -> (status, error)
 
     def run(self, need: dict[Cell, list[Shape]]) -> list[Record]:
         from harness.timing import make_session
 
         for cell in self.built:
+            if not need.get(cell) and cell.pipeline.label != BASELINE:
+                continue
             try:
                 self.sessions[cell] = make_session(self.built[cell].onnx_path, self.provider,
                                                    self.spec)
@@ -183,7 +186,9 @@ class GroupTimer:
         dev = self.runner.stages.split(wanted[0].task, "dev")
         for cell in list(timed):
             try:
-                feeds[cell] = make_inputs(self.built[cell].tokenizer(), dev.text_a, dev.text_b,
+                if cell not in self.tokenizers:
+                    self.tokenizers[cell] = self.built[cell].tokenizer()
+                feeds[cell] = make_inputs(self.tokenizers[cell], dev.text_a, dev.text_b,
                                           batch, seq, self.spec.seed)
                 _smoke(timed[cell], feeds[cell])
             except Exception as exc:  # noqa: BLE001 - this cell only
