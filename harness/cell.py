@@ -74,13 +74,15 @@ class CellRunner:
     def todo(self, cell: Cell, done: set[tuple]) -> list[Shape]:
         return [s for s in self.shapes() if self.key(cell, s) not in done]
 
-    def run(self, cell: Cell, done: set[tuple]) -> Iterator[Record]:
-        """Build then time a cell, skipping shapes already recorded as finished."""
-        todo = self.todo(cell, done)
-        if not todo:
-            log.info("%s: all records present, not redone", cell.label)
+    def run(self, cells: list[Cell], done: set[tuple]) -> Iterator[Record]:
+        """Build then time a group (the cells of one model and task), skipping shapes already
+        recorded as finished; the baseline is built and re-timed as the others' reference."""
+        todo = {cell: self.todo(cell, done) for cell in cells}
+        if not any(todo.values()):
+            log.info("%s: all records present, not redone", group_label(cells))
             return
-        yield from self.time(cell, self.build(cell), todo)
+        results = {c: self.build(c) for c in cells if todo[c] or c.pipeline.label == BASELINE}
+        yield from self.time(results, todo)
 
     def build(self, cell: Cell) -> BuildResult:
         try:
@@ -93,33 +95,18 @@ class CellRunner:
                 log.error("%s failed: %s (traceback in run.log)", cell.label, result.error)
             return result
 
-    def time(self, cell: Cell, result: BuildResult, todo: list[Shape]) -> list[Record]:
-        if result.built is None:
-            return [self.record(cell, s, status=result.status, error=result.error, stage="build",
-                                trace=result.trace) for s in todo]
-        tokenizer = result.built.tokenizer()
-        sessions: dict[str, Any] = {}  # one session per provider serves every shape
-        return [self._timed(cell, result.built, tokenizer, shape, sessions) for shape in todo]
-
-    def _timed(self, cell: Cell, built: Built, tokenizer: Any, shape: Shape,
-               sessions: dict[str, Any]) -> Record:
-        from harness.timing import make_inputs, make_session, time_onnx
-
-        provider, batch, seq = shape
-        try:
-            dev = self.stages.split(cell.task, "dev")
-            feed = make_inputs(tokenizer, dev.text_a, dev.text_b, batch, seq, self.suite.timing.seed)
-            if provider not in sessions:
-                sessions[provider] = make_session(built.onnx_path, provider, self.suite.timing)
-            fields = time_onnx(built.onnx_path, provider, self.suite.timing, feed, batch,
-                               flops=self._flops(built, batch, seq), session=sessions[provider])
-        except SkipCell as exc:
-            return self.record(cell, shape, built, status="skipped", error=str(exc), stage="time")
-        except Exception as exc:  # noqa: BLE001
-            log.error("%s %s failed: %s (traceback in run.log)", cell.label, shape, one_line(exc))
-            return self.record(cell, shape, built, status="failed", error=one_line(exc),
-                               stage="time", trace=traceback.format_exc())
-        return self.record(cell, shape, built, status="ok", **fields)
+    def time(self, results: dict[Cell, BuildResult], todo: dict[Cell, list[Shape]]
+             ) -> list[Record]:
+        """Records of a group's todo shapes: the built cells are timed together, provider by
+        provider and shape by shape, in interleaved rounds (harness.timing.rounds)."""
+        records = [self.record(c, s, status=r.status, error=r.error, stage="build", trace=r.trace)
+                   for c, r in results.items() if r.built is None for s in todo.get(c, [])]
+        built = {c: r.built for c, r in results.items() if r.built is not None}
+        for provider in self.suite.timing.providers:
+            need = {c: [s for s in todo.get(c, []) if s[0] == provider] for c in built}
+            if any(need.values()):
+                records += GroupTimer(self, built, provider).run(need)
+        return records
 
     def _flops(self, built: Built, batch: int, seq: int) -> Any:
         try:
@@ -140,3 +127,107 @@ class CellRunner:
         record = Record(**(base | info | fields))
         record._trace = trace
         return record
+
+
+BASELINE = "baseline"
+
+
+def group_label(cells: list[Cell]) -> str:
+    return f"{cells[0].model} {cells[0].task}" if cells else "empty group"
+
+
+def groups(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells of each (model, task), in plan order: each group is timed together."""
+    out: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        out.setdefault((cell.model, cell.task), []).append(cell)
+    return list(out.values())
+
+
+class GroupTimer:
+    """One provider's sessions for every built cell of a group, open while its shapes are
+    timed; a cell whose session cannot be made or run is recorded alone."""
+
+    def __init__(self, runner: CellRunner, built: dict[Cell, Built], provider: str) -> None:
+        self.runner, self.built, self.provider = runner, built, provider
+        self.spec = runner.suite.timing
+        self.sessions: dict[Cell, Any] = {}
+        self.tokenizers: dict[Cell, Any] = {}
+        self.failed: dict[Cell, tuple[str, str, str | None]] = {}  # cell -> (status, error, trace)
+
+    def run(self, need: dict[Cell, list[Shape]]) -> list[Record]:
+        from harness.timing import make_session
+
+        for cell in self.built:
+            if not need.get(cell) and cell.pipeline.label != BASELINE:
+                continue
+            try:
+                self.sessions[cell] = make_session(self.built[cell].onnx_path, self.provider,
+                                                   self.spec)
+            except Exception as exc:  # noqa: BLE001 - this cell only
+                self.failed[cell] = self._failure(cell, exc)
+        records = []
+        for _, batch, seq in dict.fromkeys(s for shapes in need.values() for s in shapes):
+            shape = (self.provider, batch, seq)
+            records += self.shape(shape, [c for c, s in need.items() if shape in s])
+        self.sessions.clear()  # their thread pools must not compete with later work
+        return records
+
+    def _failure(self, cell: Cell, exc: BaseException) -> tuple[str, str, str | None]:
+        if isinstance(exc, SkipCell):
+            return "skipped", str(exc), None
+        log.error("%s %s failed: %s (traceback in run.log)", cell.label, self.provider,
+                  one_line(exc))
+        return "failed", one_line(exc), traceback.format_exc()
+
+    def shape(self, shape: Shape, wanted: list[Cell]) -> list[Record]:
+        """Time the wanted cells of one shape with the baseline beside them; their records."""
+        from harness.timing import make_inputs, roofline_of, time_group
+
+        _, batch, seq = shape
+        timed = {c: s for c, s in self.sessions.items()
+                 if c not in self.failed and (c in wanted or c.pipeline.label == BASELINE)}
+        feeds: dict[Cell, Any] = {}
+        failed = dict(self.failed)  # session failures hold for every shape, run failures not
+        dev = self.runner.stages.split(wanted[0].task, "dev")
+        for cell in list(timed):
+            try:
+                if cell not in self.tokenizers:
+                    self.tokenizers[cell] = self.built[cell].tokenizer()
+                feeds[cell] = make_inputs(self.tokenizers[cell], dev.text_a, dev.text_b,
+                                          batch, seq, self.spec.seed)
+                _smoke(timed[cell], feeds[cell])
+            except Exception as exc:  # noqa: BLE001 - this cell only
+                failed[cell] = self._failure(cell, exc)
+                del timed[cell]
+        base = next((c.pipeline.label for c in timed if c.pipeline.label == BASELINE), None)
+        try:
+            fields = time_group({c.pipeline.label: s for c, s in timed.items()}, self.provider,
+                                self.spec, {c.pipeline.label: f for c, f in feeds.items()},
+                                batch, baseline=base) if timed else {}
+        except Exception as exc:  # noqa: BLE001 - the whole group's timing broke
+            log.error("%s %s failed: %s (traceback in run.log)", group_label(wanted), shape,
+                      one_line(exc))
+            trace = traceback.format_exc()
+            return [self.runner.record(c, shape, self.built[c], status="failed",
+                                       error=one_line(exc), stage="time", trace=trace)
+                    for c in wanted]
+        records = []
+        for cell in wanted:
+            if cell in failed:
+                status, error, trace = failed[cell]
+                records.append(self.runner.record(cell, shape, self.built[cell], status=status,
+                                                  error=error, stage="time", trace=trace))
+                continue
+            got = fields[cell.pipeline.label]
+            got |= roofline_of(self.built[cell].onnx_path, self.provider, self.spec, batch, seq,
+                               got, self.runner._flops(self.built[cell], batch, seq))
+            records.append(self.runner.record(cell, shape, self.built[cell], status="ok", **got))
+        return records
+
+
+def _smoke(session: Any, feed: Any) -> None:
+    """One untimed run, so a variant that cannot run fails alone, not its whole group."""
+    from harness.timing import feed_for
+
+    session.run(None, feed_for(session, feed))

@@ -101,18 +101,24 @@ def report(run_dir: Path) -> None:
 
 @app.command()
 def compare(run_dir: Path,
-            baseline: Annotated[Path, typer.Option(help="The run to compare against.")],
+            baseline: Annotated[list[Path], typer.Option(
+                help="A run to compare against (repeatable: several runs of the baseline "
+                     "code make their spread the noise floor).")],
             threshold: Annotated[list[str] | None, typer.Option(
                 help="e.g. latency_ms_p50:5% or metric:-0.5 (repeatable).")] = None,
             force: Annotated[bool, typer.Option(help="Compare across machines.")] = False,
             output: Annotated[Path | None, typer.Option(help="Write Markdown here.")] = None,
+            max_load: Annotated[float, typer.Option(
+                help="Leave latency untested where other processes used more of the CPU "
+                     "while timing.")] = 0.5,
             ) -> None:
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
     from harness.compare import compare_run_dirs
 
     if output is not None and output.is_dir():
         raise ConfigError(f"{output}: --output is a directory; give a file name")
-    result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force)
+    result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force,
+                              max_load=max_load)
     text = result.to_markdown()
     if output:
         try:

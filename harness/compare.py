@@ -1,8 +1,15 @@
-"""Compare a run with a baseline run, cell by cell, with confidence intervals and thresholds.
+"""Compare a run with one or more baseline runs, cell by cell, with thresholds.
 
-Latency: ratio of a statistic of the raw samples (new / baseline) with a bootstrap 95% CI.
-Metric: delta in points, tested with McNemar's exact test (classification) or a paired
-bootstrap (regression) when per-example predictions are given; otherwise reported unpaired.
+Latency: the unit is a round (docs/timing.md), not a sample. Each record keeps its raw samples
+per interleaved round; a statistic (p50, p90, ...) is taken per round, and the new run's
+per-round values are compared with the baseline runs' by a Welch t-test on their logs, giving
+the ratio new / baseline with a 95% interval between rounds and runs. p-values across all
+cells are adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is a change
+both significant and beyond its threshold. With several baseline runs, the spread between
+them is a noise floor: a change smaller than it is not a regression.
+Metric: delta in points, tested once per (model, task, variant) with McNemar's exact test
+(classification) or a paired bootstrap (regression) when per-example predictions are given;
+otherwise reported unpaired.
 """
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,7 @@ from scipy import stats
 from harness.errors import ConfigError, HarnessError, first_line
 from harness.publish.markdown import md_table
 from harness.records import Record, resolve_stored_path
+from harness.timing.rounds import round_stat
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,7 @@ LATENCY_STATS: dict[str, float | str] = {
 }
 REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
+MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 
 
@@ -69,23 +78,63 @@ class Interval:
         return bool(self.low > self.null or self.high < self.null)
 
 
-def _stat(x: np.ndarray, stat: float | str) -> np.ndarray:
-    return x.mean(axis=-1) if stat == "mean" else np.percentile(x, stat, axis=-1)
+@dataclass(frozen=True)
+class LatencyTest:
+    """One latency statistic of one cell, new run vs baseline run(s), at the round level.
+
+    `estimate`, `low`, `high`: ratio new / baseline (of geometric means of per-round values)
+    and its 95% Welch interval; `p`: two-sided Welch t-test on the logs (NaN: untested, fewer
+    than two rounds on a side); `q`: `p` adjusted across cells (Benjamini-Hochberg); `floor`:
+    largest difference between the baseline runs, in percent (0 with one baseline run).
+    A cell timed while other processes used more than `max_load` of the CPU, in either run,
+    is untested (`note`): its change says more about the machine than about the code.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    p: float
+    n_new: int
+    n_base: int
+    floor: float = 0.0
+    q: float = math.nan
+    note: str | None = None  # why untested, when that is not fewer than two rounds
+
+    @property
+    def tested(self) -> bool:
+        return not math.isnan(self.p)
+
+    @property
+    def significant(self) -> bool:
+        return self.tested and not math.isnan(self.q) and self.q < ALPHA
 
 
-def bootstrap_ratio(new: Sequence[float], base: Sequence[float], stat: float | str = 50,
-                    n_boot: int = 2000, seed: int = 0) -> Interval:
-    """stat(new) / stat(base) with a percentile bootstrap CI; each run resampled on its own."""
-    a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
-    rng = np.random.default_rng(seed)
-    ratios = []
-    for start in range(0, n_boot, 250):  # chunks keep memory at 250 x n samples
-        size = min(250, n_boot - start)
-        ra = _stat(a[rng.integers(0, len(a), (size, len(a)))], stat)
-        rb = _stat(b[rng.integers(0, len(b), (size, len(b)))], stat)
-        ratios.append(ra / rb)
-    low, high = np.percentile(np.concatenate(ratios), [2.5, 97.5])
-    return Interval(float(_stat(a, stat) / _stat(b, stat)), float(low), float(high), 1.0)
+def round_values(record: Record, stat: float | str) -> np.ndarray:
+    """The statistic of each round of a record's samples (one value before rounds)."""
+    return round_stat(record.rounds_ms, stat)
+
+
+def welch_ratio(new: Sequence[float], base_runs: Sequence[Sequence[float]]) -> LatencyTest:
+    """Round-level test of new vs baseline values (positive, e.g. per-round p50s); several
+    baseline runs are pooled and their spread is reported as the noise floor."""
+    a = np.log(np.asarray(new, dtype=float))
+    runs = [np.log(np.asarray(r, dtype=float)) for r in base_runs if len(r)]
+    b = np.concatenate(runs) if runs else np.array([])
+    if not len(a) or not len(b):
+        return LatencyTest(math.nan, math.nan, math.nan, math.nan, len(a), len(b))
+    means = [float(r.mean()) for r in runs]
+    floor = (math.exp(max(means) - min(means)) - 1) * 100 if len(runs) > 1 else 0.0
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return LatencyTest(math.exp(diff), math.nan, math.nan, math.nan, len(a), len(b), floor)
+    if a.var() == 0 and b.var() == 0:  # identical rounds: no spread to test against
+        p = 1.0 if diff == 0 else 0.0
+        return LatencyTest(math.exp(diff), math.exp(diff), math.exp(diff), p, len(a), len(b),
+                           floor)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(1 - ALPHA)
+    return LatencyTest(math.exp(diff), math.exp(float(ci.low)), math.exp(float(ci.high)),
+                       float(res.pvalue), len(a), len(b), floor)
 
 
 def mcnemar_exact(correct_new: Sequence[bool], correct_base: Sequence[bool]
@@ -126,10 +175,11 @@ def paired_bootstrap(pred_new: Sequence[float], pred_base: Sequence[float],
 
 @dataclass
 class CellComparison:
-    """One cell in both runs."""
+    """One cell in both runs. The metric fields are set on one cell per (model, task,
+    variant) only: the metric does not depend on the timing shape, so it is tested once."""
 
     key: Key
-    latency: dict[str, Interval] = field(default_factory=dict)  # latency field -> ratio
+    latency: dict[str, LatencyTest] = field(default_factory=dict)  # latency field -> test
     metric_name: str | None = None
     metric_delta: float | None = None  # points, new - baseline
     metric_test: str | None = None  # mcnemar | paired-bootstrap | unpaired
@@ -143,7 +193,7 @@ class CellComparison:
 
 @dataclass
 class Comparison:
-    """Per-cell comparison of a run with a baseline run."""
+    """Per-cell comparison of a run with one or more baseline runs."""
 
     cells: list[CellComparison]
     thresholds: list[Threshold]
@@ -151,6 +201,7 @@ class Comparison:
     only_baseline: list[Key] = field(default_factory=list)
     broken: list[Key] = field(default_factory=list)  # ok in the baseline, failed now
     machine_note: str | None = None
+    n_baselines: int = 1
 
     def _check(self, cell: CellComparison, t: Threshold) -> str | None:
         """Why the cell crosses the threshold ('' when not), None when it cannot be tested."""
@@ -161,40 +212,71 @@ class Comparison:
                 return None
             return (f"metric {cell.metric_delta:+.2f} points ({cell.metric_test}, "
                     f"p={cell.metric_p:.3g})") if cell.metric_significant else ""
-        iv = cell.latency.get(t.field)
-        if iv is None:  # no latency measured in either run
+        test = cell.latency.get(t.field)
+        if test is None or math.isnan(test.estimate):  # no latency measured in either run
             return ""
-        slower = (iv.estimate - 1) * 100
-        if math.isnan(iv.low):
-            return None if slower > t.limit else ""
-        if slower > t.limit and iv.significant and iv.low > 1:
-            return f"{t.field} {slower:+.1f}% (95% CI {iv.low:.3f}–{iv.high:.3f}×)"
+        slower = (test.estimate - 1) * 100
+        limit = max(t.limit, test.floor)
+        if not test.tested:
+            return None if slower > limit else ""
+        if slower > limit and test.significant:
+            floor = f", baseline runs' spread {test.floor:.1f}%" if test.floor else ""
+            return (f"{t.field} {slower:+.1f}% (95% CI {test.low:.3f}–{test.high:.3f}×, "
+                    f"q={test.q:.2g}, {test.n_new} vs {test.n_base} rounds{floor})")
         return ""
 
+    def _key(self, cell: CellComparison, t: Threshold) -> tuple:
+        return cell.key[:3] if t.field == "metric" else cell.key
+
     @property
-    def regressions(self) -> list[tuple[Key, str, str]]:
-        """(cell, threshold, detail) for each significant change beyond a threshold."""
-        return [(c.key, t.text, why) for c in self.cells for t in self.thresholds
+    def regressions(self) -> list[tuple[tuple, str, str]]:
+        """(cell, threshold, detail) for each significant change beyond a threshold; metric
+        ones name (model, task, variant) only."""
+        return [(self._key(c, t), t.text, why) for c in self.cells for t in self.thresholds
                 if (why := self._check(c, t))]
 
     @property
-    def untested(self) -> list[tuple[Key, str]]:
-        """(cell, threshold) where the change could not be tested (no predictions or samples)."""
-        return [(c.key, t.text) for c in self.cells for t in self.thresholds
+    def untested(self) -> list[tuple[tuple, str]]:
+        """(cell, threshold) where the change could not be tested (no predictions, or fewer
+        than two rounds)."""
+        return [(self._key(c, t), t.text) for c in self.cells for t in self.thresholds
                 if self._check(c, t) is None]
 
     def to_markdown(self) -> str:
         return _markdown(self)
 
 
-def _latency(new: Record, base: Record, fields: Iterable[str], n_boot: int, seed: int
-             ) -> dict[str, Interval]:
-    if len(new.samples_ms) < 2 or len(base.samples_ms) < 2:  # point ratio only, untested
-        point = {f: (getattr(new, f), getattr(base, f)) for f in fields}
-        return {f: Interval(a / b, math.nan, math.nan, 1.0) for f, (a, b) in point.items()
-                if a is not None and b}
-    return {f: bootstrap_ratio(new.samples_ms, base.samples_ms, LATENCY_STATS[f], n_boot, seed)
-            for f in fields}
+def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float
+             ) -> dict[str, LatencyTest]:
+    if not new.samples_ms or not all(b.samples_ms for b in bases):
+        return {}
+    tests = {f: welch_ratio(round_values(new, LATENCY_STATS[f]),
+                            [round_values(b, LATENCY_STATS[f]) for b in bases]) for f in fields}
+    if any((r.others_load or 0.0) > max_load for r in (new, *bases)):  # not the code's doing
+        return {f: replace(t, p=math.nan, note="timed under load") for f, t in tests.items()}
+    return tests
+
+
+def _point_latency(new: Record, bases: list[Record], fields: Iterable[str]
+                   ) -> dict[str, LatencyTest]:
+    """Records without samples: the ratio of the stored statistic, untested."""
+    out = {}
+    for f in fields:
+        a, b = getattr(new, f), [getattr(r, f) for r in bases]
+        if a is not None and all(b):
+            out[f] = LatencyTest(a / float(np.exp(np.mean(np.log(b)))), math.nan, math.nan,
+                                 math.nan, 1, len(b))
+    return out
+
+
+def adjust_fdr(cells: list[CellComparison]) -> None:
+    """Benjamini-Hochberg q-values over every tested latency comparison of the run."""
+    tests = [(c, f, t) for c in cells for f, t in c.latency.items() if t.tested]
+    if not tests:
+        return
+    q = stats.false_discovery_control([t.p for _, _, t in tests], method="bh")
+    for (cell, name, test), qi in zip(tests, q, strict=True):
+        cell.latency[name] = replace(test, q=float(qi))
 
 
 def _metric(cell: CellComparison, new: Record, base: Record,
@@ -227,52 +309,73 @@ def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | No
     return None
 
 
-def compare_runs(run_records: Iterable[Record], baseline_records: Iterable[Record], *,
+def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record],
                  thresholds: list[str], force: bool = False,
                  predictions: Predictions | None = None, n_boot: int = 2000,
-                 seed: int = 0) -> Comparison:
-    """Compare every cell present in both runs; refuse different machines unless forced."""
+                 seed: int = 0, max_load: float = MAX_LOAD) -> Comparison:
+    """Compare every cell present in the run and in every baseline run (the first baseline
+    run is the metric's reference); refuse different machines unless forced. Latency is
+    not tested where other processes used more than `max_load` of the CPU while timing."""
     parsed = [parse_threshold(t) for t in thresholds]
+    if not baseline_runs:
+        raise ConfigError("compare: at least one baseline run is needed")
     new = {r.key: r for r in run_records}
-    base = {r.key: r for r in baseline_records}
-    both = [k for k in new if k in base]
-    ok_pairs = [(new[k], base[k]) for k in both
-                if new[k].status == "ok" and base[k].status == "ok"]
-    note = _check_machines(ok_pairs, force)
+    bases = [{r.key: r for r in run} for run in baseline_runs]
+    both = [k for k in new if all(k in b for b in bases)]
+    ok = [k for k in both if new[k].status == "ok" and all(b[k].status == "ok" for b in bases)]
+    note = _check_machines([(new[k], b[k]) for k in ok for b in bases], force)
     fields = sorted({"latency_ms_p50"} | {t.field for t in parsed if t.field != "metric"})
-    cells = []
-    for n, b in ok_pairs:
-        cell = CellComparison(n.key, _latency(n, b, fields, n_boot, seed))
-        _metric(cell, n, b, (predictions or {}).get(n.key), n_boot, seed)
+    cells, metric_done = [], set()
+    for k in ok:
+        refs = [b[k] for b in bases]
+        latency = (_latency(new[k], refs, fields, max_load)
+                   or _point_latency(new[k], refs, fields))
+        cell = CellComparison(k, latency)
+        if k[:3] not in metric_done:
+            metric_done.add(k[:3])
+            _metric(cell, new[k], refs[0], (predictions or {}).get(k), n_boot, seed)
         cells.append(cell)
-    broken = [k for k in both if base[k].status == "ok" and new[k].status == "failed"]
-    return Comparison(cells, parsed, [k for k in new if k not in base],
-                      [k for k in base if k not in new], broken, note)
+    adjust_fdr(cells)
+    broken = [k for k in both
+              if all(b[k].status == "ok" for b in bases) and new[k].status == "failed"]
+    return Comparison(cells, parsed, [k for k in new if k not in bases[0]],
+                      [k for k in bases[0] if k not in new], broken, note, len(bases))
 
 
-def _key_cols(key: Key) -> dict[str, object]:
-    return dict(zip(("model", "task", "variant", "provider", "batch", "seq"), key))
+def _key_cols(key: tuple) -> dict[str, object]:
+    cols = dict.fromkeys(("model", "task", "variant", "provider", "batch", "seq"), "–")
+    return cols | dict(zip(cols, key))
 
 
 def _cell_row(cell: CellComparison) -> dict[str, object]:
-    iv = cell.latency.get("latency_ms_p50")
+    t = cell.latency.get("latency_ms_p50")
     p = "–" if cell.metric_p is None else f"{cell.metric_p:.3g}"
+    tested = t is not None and t.tested
     return _key_cols(cell.key) | {
-        "p50 new/base": f"{iv.estimate:.3f}×" if iv else "–",
-        "95% CI": f"{iv.low:.3f}–{iv.high:.3f}" if iv and not math.isnan(iv.low)
-        else "– (no samples)",
-        "latency": ("slower" if iv.low > 1 else "faster") if iv and iv.significant else "–",
+        "p50 new/base": f"{t.estimate:.3f}×" if t else "–",
+        "95% CI": f"{t.low:.3f}–{t.high:.3f}" if tested
+        else f"– (untested: {t.note or '< 2 rounds'})" if t else "–",
+        "q": f"{t.q:.2g}" if tested else "–",
+        "rounds": f"{t.n_new} vs {t.n_base}" if t else "–",
+        "latency": ("slower" if t.estimate > 1 else "faster") if tested and t.significant
+        else "–",
         "Δ metric (points)": "–" if cell.metric_delta is None else f"{cell.metric_delta:+.2f}",
         "test": cell.metric_test or "–", "p": p,
     }
 
 
 def _markdown(cmp: Comparison) -> str:
-    lines = ["# Comparison with the baseline run", "",
+    runs = "the baseline run" if cmp.n_baselines == 1 else f"{cmp.n_baselines} baseline runs"
+    lines = [f"# Comparison with {runs}", "",
              f"{len(cmp.cells)} cells compared; {len(cmp.only_new)} only in this run, "
              f"{len(cmp.only_baseline)} only in the baseline. Thresholds: "
-             f"{', '.join(t.text for t in cmp.thresholds) or 'none'}. Latency intervals are "
-             "bootstrap 95% CIs of the ratio; 'unpaired' metric deltas are not tested.", ""]
+             f"{', '.join(t.text for t in cmp.thresholds) or 'none'}. Latency: ratio of the "
+             "per-round values (geometric means), 95% Welch interval between rounds and runs, "
+             "q = Benjamini-Hochberg adjusted p over all cells; a regression is significant "
+             "(q < 0.05) and beyond its threshold"
+             + (" and beyond the baseline runs' spread" if cmp.n_baselines > 1 else "")
+             + ". The metric is tested once per model, task and variant; 'unpaired' metric "
+             "deltas are not tested.", ""]
     if cmp.machine_note:
         lines += [f"**Warning:** {cmp.machine_note}.", ""]
     regs = pd.DataFrame([_key_cols(k) | {"threshold": t, "change": why}
@@ -284,8 +387,8 @@ def _markdown(cmp: Comparison) -> str:
                   md_table(broken), ""]
     if cmp.untested:
         untested = pd.DataFrame([_key_cols(k) | {"threshold": t} for k, t in cmp.untested])
-        lines += ["## Beyond a threshold but untested (no predictions or samples)", "",
-                  md_table(untested.astype(str)), ""]
+        lines += ["## Beyond a threshold but untested (no predictions, fewer than two "
+                  "rounds, or timed under load)", "", md_table(untested.astype(str)), ""]
     cells = pd.DataFrame([_cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)
@@ -329,16 +432,20 @@ def _load_predictions(new: Record, base: Record, new_root: Path, base_root: Path
 DEFAULT_THRESHOLDS = ["latency_ms_p50:5%", "metric:-0.5"]
 
 
-def compare_run_dirs(run_dir: Path, baseline_dir: Path, *, thresholds: list[str],
-                     force: bool = False) -> Comparison:
-    """Compare two run directories, pairing metric tests on their stored predictions."""
+def compare_run_dirs(run_dir: Path, baseline_dirs: Path | Sequence[Path], *,
+                     thresholds: list[str], force: bool = False,
+                     max_load: float = MAX_LOAD) -> Comparison:
+    """Compare a run directory with one or more baseline run directories, pairing metric
+    tests on the stored predictions of the run and the first baseline."""
     from harness.store import RECORDS, load_records
 
+    dirs = [baseline_dirs] if isinstance(baseline_dirs, Path) else list(baseline_dirs)
     new = load_records(run_dir / RECORDS)
-    base = {r.key: r for r in load_records(baseline_dir / RECORDS)}
-    roots = run_dir.resolve().parents[1], baseline_dir.resolve().parents[1]  # <results>/runs/<id>
-    predictions = {r.key: p for r in new if r.key in base and r.status == "ok"
-                   and base[r.key].status == "ok"
-                   if (p := _load_predictions(r, base[r.key], *roots)) is not None}
-    return compare_runs(new, base.values(), thresholds=thresholds or DEFAULT_THRESHOLDS,
-                        force=force, predictions=predictions)
+    bases = [load_records(d / RECORDS) for d in dirs]
+    first = {r.key: r for r in bases[0]} if bases else {}
+    roots = run_dir.resolve().parents[1], dirs[0].resolve().parents[1]  # <results>/runs/<id>
+    predictions = {r.key: p for r in new if r.key in first and r.status == "ok"
+                   and first[r.key].status == "ok"
+                   if (p := _load_predictions(r, first[r.key], *roots)) is not None}
+    return compare_runs(new, *bases, thresholds=thresholds or DEFAULT_THRESHOLDS,
+                        force=force, predictions=predictions, max_load=max_load)

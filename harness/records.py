@@ -1,15 +1,17 @@
 """The record contract: one measured cell per line of records.jsonl."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from harness.clock import now
 from harness.errors import SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
 
@@ -66,8 +68,15 @@ class Record(BaseModel):
     unstable: bool | None = None
     unstable_reason: str | None = None
     load_avg: float | None = None
+    others_load: float | None = None  # share of the CPU other processes used while timing
     peak_rss_mb: float | None = None
     gpu_mem_mb: float | None = None
+    latency_round_cv: float | None = None  # cv of the per-round p50s
+    # speedup over the baseline timed in the same rounds: geometric mean of the per-round
+    # p50 ratios (baseline / this) and its 95% interval over rounds
+    speedup: float | None = None
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
     flops: float | None = None
     gflops_per_s: float | None = None
     efficiency: float | None = None
@@ -79,13 +88,27 @@ class Record(BaseModel):
     # provenance
     session: dict[str, Any] = {}
     artifact_key: str | None = None
-    samples_ms: list[float] = []
+    samples_ms: list[float] = []  # raw, in the order taken: round after round
+    round_sizes: list[int] = []  # samples in each round (empty: one round, before v3)
+    round_order: list[list[str]] = []  # the variants of the group in the order each round ran
     env: dict[str, Any] = {}
     machine: str | None = None  # machine fingerprint
     node: str | None = None
     created_at: str = Field(default_factory=now)
     # the traceback of a failure, for the run's run.log; not stored in records.jsonl
     _trace: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _rounds_cover_samples(self) -> Record:
+        if self.round_sizes and sum(self.round_sizes) != len(self.samples_ms):
+            raise ValueError(f"round_sizes add up to {sum(self.round_sizes)}, not the "
+                             f"{len(self.samples_ms)} samples")
+        return self
+
+    @property
+    def rounds_ms(self) -> list[list[float]]:
+        """The raw samples split into their rounds."""
+        return split_rounds(self.samples_ms, self.round_sizes)
 
     @property
     def key(self) -> tuple[str, str, str, str, int, int]:
@@ -96,6 +119,17 @@ class Record(BaseModel):
 def cell_key(model: str, task: str, variant: str, provider: str, batch: int, seq: int
              ) -> tuple[str, str, str, str, int, int]:
     return (model, task, variant, provider, int(batch), int(seq))
+
+
+def split_rounds(samples_ms: Sequence[float], sizes: Sequence[int]) -> list[list[float]]:
+    """Per-round samples from the flat list and the round sizes a record stores
+    (no sizes: one round, as records before interleaving)."""
+    if not sizes:
+        return [list(samples_ms)] if len(samples_ms) else []
+    if sum(sizes) != len(samples_ms):
+        raise ValueError(f"round sizes add up to {sum(sizes)}, not {len(samples_ms)} samples")
+    bounds = list(accumulate(sizes, initial=0))
+    return [list(samples_ms[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +154,12 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 timed each variant alone: one round, no paired speedup (the new fields stay empty)."""
+    return dict(data) | {"schema_version": 4}
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def resolve_stored_path(stored: str | None, results_dir: Path) -> Path | None:

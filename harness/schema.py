@@ -45,6 +45,12 @@ class TimingSpec(Strict):
     optimize_fp32: bool = True  # transformer fusions for every fp32 export (fair baseline)
     unstable_cv: float = Field(0.10, gt=0)  # coefficient of variation above which a row is flagged
     unstable_load: float = Field(0.5, gt=0)  # extra load (per core) above which a row is flagged
+    # interleaved rounds: every variant of a (model, task, shape) group is timed in each round,
+    # for its slice (1/rounds) of min_iterations, min_seconds and max_seconds
+    rounds: PositiveInt = 5
+    round_order: Literal["rotate", "shuffle"] = "rotate"  # shuffle: seeded with `seed`
+    unstable_round_cv: float = Field(0.05, gt=0)  # spread of the per-round p50s that flags a row
+    allow_spinning: bool = True  # onnxruntime's intra-op threads spin while waiting for work
     seed: int = 0
 
 

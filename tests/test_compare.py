@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import false_discovery_control, mannwhitneyu
 
-from harness.compare import (
-    bootstrap_ratio,
-    compare_runs,
-    mcnemar_exact,
-    paired_bootstrap,
-    parse_threshold,
-)
+from harness.compare import compare_runs, mcnemar_exact, paired_bootstrap, parse_threshold
 from harness.errors import ConfigError, HarnessError
-from harness.records import Record
+from harness.records import Record, split_rounds
 
 THRESHOLDS = ["latency_ms_p50:5%", "metric:-0.5"]
 
@@ -22,54 +17,118 @@ def samples(scale: float = 1.0, seed: int = 0, n: int = 200) -> list[float]:
     return list(scale * (10.0 + rng.gamma(2.0, 0.25, n)))
 
 
+def rounds(scale: float = 1.0, seed: int = 0, n_rounds: int = 5, per_round: int = 40,
+           round_sd: float = 0.01) -> tuple[list[float], list[int]]:
+    """Samples of `n_rounds` rounds whose levels vary by `round_sd` (log scale) between
+    rounds, as a machine's speed does; flat samples and round sizes."""
+    rng = np.random.default_rng(seed)
+    flat: list[float] = []
+    for _ in range(n_rounds):
+        level = scale * float(np.exp(rng.normal(0, round_sd)))
+        flat += list(level * (10.0 + rng.gamma(2.0, 0.1, per_round)))
+    return flat, [per_round] * n_rounds
+
+
 def rec(samples_ms: list[float], *, variant: str = "int8-dynamic", metric: float = 0.9,
         machine: str | None = "fp-a", status: str = "ok", task: str = "sst2",
-        metric_name: str = "accuracy") -> Record:
+        metric_name: str = "accuracy", sizes: list[int] | None = None, batch: int = 1
+        ) -> Record:
     return Record(run_id="r", model="m", task=task, method=variant, variant=variant,
-                  provider="cpu", batch_size=1, seq_len=128, status=status,
+                  provider="cpu", batch_size=batch, seq_len=128, status=status,
                   metric_name=metric_name, metric_value=metric, samples_ms=samples_ms,
+                  round_sizes=sizes or [],
                   latency_ms_p50=float(np.median(samples_ms)) if samples_ms else None,
                   machine=machine)
 
 
+def rrec(scale: float = 1.0, seed: int = 0, **kw: object) -> Record:
+    flat, sizes = rounds(scale, seed, **{k: kw.pop(k) for k in ("round_sd",) if k in kw})
+    return rec(flat, sizes=sizes, **kw)  # type: ignore[arg-type]
+
+
 def test_known_regression_is_detected() -> None:
-    base = [rec(samples(seed=1))]
-    new = [rec(samples(1.2, seed=2))]
-    cmp = compare_runs(new, base, thresholds=THRESHOLDS)
-    iv = cmp.cells[0].latency["latency_ms_p50"]
-    assert iv.estimate == pytest.approx(1.2, abs=0.03)
-    assert iv.low > 1.1 and iv.significant
+    cmp = compare_runs([rrec(1.2, seed=2)], [rrec(seed=1)], thresholds=THRESHOLDS)
+    test = cmp.cells[0].latency["latency_ms_p50"]
+    assert test.estimate == pytest.approx(1.2, abs=0.03)
+    assert test.low > 1.1 and test.significant and (test.n_new, test.n_base) == (5, 5)
     assert [(k[2], t) for k, t, _ in cmp.regressions] == [("int8-dynamic", "latency_ms_p50:5%")]
     assert "latency_ms_p50:5%" in cmp.to_markdown()
 
 
 def test_identical_runs_are_not_flagged() -> None:
-    same = samples(seed=3)
-    cmp = compare_runs([rec(same)], [rec(same)], thresholds=THRESHOLDS)
-    iv = cmp.cells[0].latency["latency_ms_p50"]
-    assert iv.estimate == 1.0 and iv.low < 1.0 < iv.high and not iv.significant
+    same = rrec(seed=3)
+    cmp = compare_runs([same], [same], thresholds=THRESHOLDS)
+    test = cmp.cells[0].latency["latency_ms_p50"]
+    assert test.estimate == pytest.approx(1.0) and test.low < 1.0 < test.high
+    assert not test.significant and cmp.regressions == []
+
+
+def test_many_samples_do_not_make_a_round_level_shift_significant() -> None:
+    """Same code, 4,000 samples a run, rounds whose level varies by 3%: the runs differ by
+    2%, which a test on samples calls significant; the test on rounds does not."""
+    new, sizes = rounds(1.0, seed=12, per_round=800, round_sd=0.03)
+    base, _ = rounds(1.0, seed=112, per_round=800, round_sd=0.03)
+    assert mannwhitneyu(new, base).pvalue < 1e-6  # the sample-level view
+    cmp = compare_runs([rec(new, sizes=sizes)], [rec(base, sizes=sizes)],
+                       thresholds=["latency_ms_p50:1%"])
+    test = cmp.cells[0].latency["latency_ms_p50"]
+    assert test.estimate == pytest.approx(1.02, abs=0.005)
+    assert test.low < 1.0 < test.high and not test.significant
     assert cmp.regressions == []
 
 
 def test_small_significant_slowdown_below_threshold_is_not_flagged() -> None:
-    cmp = compare_runs([rec(samples(1.03, seed=4, n=2000))], [rec(samples(seed=5, n=2000))],
+    cmp = compare_runs([rrec(1.03, seed=4, round_sd=0.002)], [rrec(seed=5, round_sd=0.002)],
                        thresholds=THRESHOLDS)
     assert cmp.cells[0].latency["latency_ms_p50"].significant
     assert cmp.regressions == []
 
 
-def test_other_percentile_threshold_bootstraps_that_statistic() -> None:
-    base, new = samples(seed=6), samples(seed=7)
-    new_tail = sorted(new)[:180] + [x * 1.5 for x in sorted(new)[180:]]  # slower tail only
-    cmp = compare_runs([rec(new_tail)], [rec(base)], thresholds=["latency_ms_p99:10%"])
+def test_other_percentile_threshold_tests_that_statistic() -> None:
+    base, sizes = rounds(seed=6)
+    new, _ = rounds(seed=7)
+    # the slowest tenth of every round 1.5x slower: p99 moves, p50 does not
+    tail = [x * 1.5 if x > np.percentile(r, 90) else x
+            for r in split_rounds(new, sizes) for x in r]
+    cmp = compare_runs([rec(tail, sizes=sizes)], [rec(base, sizes=sizes)],
+                       thresholds=["latency_ms_p99:10%"])
     assert set(cmp.cells[0].latency) == {"latency_ms_p50", "latency_ms_p99"}
     assert [t for _, t, _ in cmp.regressions] == ["latency_ms_p99:10%"]
 
 
-def test_bootstrap_is_seeded() -> None:
-    a, b = samples(seed=8), samples(seed=9)
-    assert bootstrap_ratio(a, b, seed=0) == bootstrap_ratio(a, b, seed=0)
-    assert bootstrap_ratio(a, b, seed=0) != bootstrap_ratio(a, b, seed=1)
+def test_fdr_control_across_cells() -> None:
+    """20 A/A cells: some raw p-values fall below 0.05 by chance; after Benjamini-Hochberg
+    none is a regression (threshold 0%: significance alone decides)."""
+    new = [rrec(seed=100 + i, variant=f"v{i}") for i in range(20)]
+    base = [rrec(seed=200 + i, variant=f"v{i}") for i in range(20)]
+    cmp = compare_runs(new, base, thresholds=["latency_ms_p50:0%"])
+    tests = [c.latency["latency_ms_p50"] for c in cmp.cells]
+    p = np.array([t.p for t in tests])
+    assert (p < 0.05).any()
+    assert np.allclose([t.q for t in tests], false_discovery_control(p))
+    assert all(t.q >= t.p for t in tests) and cmp.regressions == []
+    slow = [rrec(1.2, seed=100 + i, variant=f"v{i}") if i < 3 else r for i, r in enumerate(new)]
+    flagged = compare_runs(slow, base, thresholds=["latency_ms_p50:0%"]).regressions
+    assert sorted(k[2] for k, _, _ in flagged) == ["v0", "v1", "v2"]
+
+
+def test_several_baselines_make_their_spread_the_noise_floor() -> None:
+    a, b = rrec(seed=8, round_sd=0.003), rrec(1.08, seed=9, round_sd=0.003)
+    new = rrec(1.06, seed=10, round_sd=0.003)
+    assert compare_runs([new], [a], thresholds=THRESHOLDS).regressions  # one baseline: flagged
+    cmp = compare_runs([new], [a], [b], thresholds=THRESHOLDS)
+    test = cmp.cells[0].latency["latency_ms_p50"]
+    assert test.floor == pytest.approx(8.0, abs=1.0) and test.n_base == 10
+    assert cmp.regressions == [] and "2 baseline runs" in cmp.to_markdown()
+    slower = compare_runs([rrec(1.25, seed=11)], [a], [b], thresholds=THRESHOLDS)
+    assert len(slower.regressions) == 1
+
+
+def test_one_round_records_are_untested() -> None:
+    """Records from before rounds: one round a side cannot tell run-to-run noise."""
+    cmp = compare_runs([rec(samples(1.2, seed=1))], [rec(samples(seed=2))],
+                       thresholds=THRESHOLDS)
+    assert cmp.regressions == [] and [t for _, t in cmp.untested] == ["latency_ms_p50:5%"]
 
 
 def test_mcnemar_exact_on_fixed_table() -> None:
@@ -166,3 +225,28 @@ def test_no_samples_gives_untested_point_ratio() -> None:
     cmp = compare_runs([new], [base], thresholds=["latency_ms_p50:5%"])
     assert cmp.cells[0].latency["latency_ms_p50"].estimate == pytest.approx(1.2)
     assert cmp.regressions == [] and len(cmp.untested) == 1
+
+
+def test_metric_is_tested_once_per_variant_not_per_shape() -> None:
+    labels = np.array([0, 1] * 100)
+    new_pred = labels.copy()
+    new_pred[:30] = 1 - new_pred[:30]
+    new = [rec([], metric=0.85, batch=b) for b in (1, 32)]
+    base = [rec([], metric=1.0, batch=b) for b in (1, 32)]
+    preds = {r.key: (new_pred, labels, labels) for r in new}
+    cmp = compare_runs(new, base, thresholds=THRESHOLDS, predictions=preds)
+    assert [c.metric_test for c in cmp.cells] == ["mcnemar", None]
+    assert cmp.regressions == [(("m", "sst2", "int8-dynamic"), "metric:-0.5", cmp.regressions[0][2])]
+    assert "| –" in cmp.to_markdown()
+
+
+def test_cells_timed_under_load_are_untested_not_regressions() -> None:
+    slow, base = rrec(1.5, seed=12), rrec(seed=13)
+    assert compare_runs([slow], [base], thresholds=THRESHOLDS).regressions
+    slow.others_load = 0.9  # other processes kept 90% of the CPU busy during this run
+    cmp = compare_runs([slow], [base], thresholds=THRESHOLDS)
+    test = cmp.cells[0].latency["latency_ms_p50"]
+    assert not test.tested and test.note == "timed under load"
+    assert cmp.regressions == [] and [t for _, t in cmp.untested] == ["latency_ms_p50:5%"]
+    assert "timed under load" in cmp.to_markdown()
+    assert compare_runs([slow], [base], thresholds=THRESHOLDS, max_load=0.95).regressions

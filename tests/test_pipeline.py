@@ -32,8 +32,14 @@ def test_run_records_every_cell_and_resumes(tmp_path: Path, tiny_glue_dir: Path,
         assert r.n_eval == 24 and r.parity_agreement == 1.0 and r.parity_max_abs_diff < 1e-4
         assert r.n_timed >= 3 and len(r.samples_ms) == r.n_timed and r.latency_ms_p50 > 0
         assert r.onnx_bytes > 0 and r.params > 0 and r.machine and r.env
+        # both variants timed together in 5 rotating rounds, samples kept per round
+        assert len(r.round_sizes) == 5 and sum(r.round_sizes) == r.n_timed
+        assert r.round_order[:2] == [["baseline", "prune-structured"],
+                                     ["prune-structured", "baseline"]]
     pruned = next(r for r in records if r.variant == "prune-structured")
     base = next(r for r in records if r.variant == "baseline")
+    assert base.speedup == pytest.approx(1.0) and pruned.speedup > 0
+    assert pruned.speedup_ci_low <= pruned.speedup <= pruned.speedup_ci_high
     assert pruned.params < base.params and pruned.onnx_bytes < base.onnx_bytes
     for name in ("leaderboard.md", "leaderboard.csv", "report.html", "benchmark.json",
                  "manifest.json", "suite.yaml"):

@@ -145,6 +145,9 @@ def test_ray_and_local_give_the_same_records(ray_address: str, tmp_path: Path,
             assert getattr(r, name) == getattr(loc[key], name), (key, name)
         if r.status == "ok":
             assert r.node and len(r.node) == 56 and r.machine == loc[key].machine
+            # one timing task per group: both variants in the same rounds, as locally
+            assert sorted(r.round_order[0]) == ["baseline", "prune-structured"]
+            assert r.speedup is not None and r.round_sizes == [1] * 5  # ceil(3 / 5) a round
             assert loc[key].node is None
     assert json.loads((remote.run_dir / "manifest.json").read_text())["executor"] == "ray"
 
@@ -185,7 +188,9 @@ def test_a_shared_torch_step_runs_once(ray_address: str, tmp_path: Path, tiny_gl
 def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path,
                                            tiny_glue_dir: Path, tiny_bert_dir: Path) -> None:
     methods = "[baseline, prune-structured, {name: prune-unstructured, sparsity: 0.5}]"
-    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, methods, "[1, 4]", 1.0)
+    # two (model, task) groups: each is one timing task whose 6 records come together
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, methods, "[1, 4]", 1.0,
+                       tasks="[mrpc, rte]")
     results = tmp_path / "results"
     records = results / "runs" / "r1" / "records.jsonl"
     cmd = [sys.executable, "-m", "harness.cli_main", "run", str(suite), "--results-dir",
@@ -202,13 +207,13 @@ def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path,
         driver.kill()
         driver.wait()
     first = records.read_text().splitlines()
-    assert 0 < len(first) < 6, "the driver was not killed mid-run"
+    assert 0 < len(first) < 12, "the driver was not killed mid-run"
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = records.read_text().splitlines()
     assert lines[:len(first)] == first  # kept, not redone
     parsed = [json.loads(line) for line in lines]
-    counts = Counter((d["variant"], d["batch_size"]) for d in parsed)
-    assert len(counts) == 6 and set(counts.values()) == {1}, counts
+    counts = Counter((d["task"], d["variant"], d["batch_size"]) for d in parsed)
+    assert len(counts) == 12 and set(counts.values()) == {1}, counts
     assert {d["status"] for d in parsed} == {"ok"}

@@ -314,6 +314,61 @@ def test_model_flops_of_tiny_bert_float_fused_and_int8(bert_onnx: Path, tmp_path
     assert count.uncounted == []
 
 
+class _Calibration:
+    """Random calibration batches for onnxruntime's quantize_static."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+
+def qdq_matmul(path: Path, m: int = 256, k: int = 512, n: int = 512) -> Path:
+    """A static QDQ int8 model of one (m, k) x (k, n) MatMul, as int8-static makes them."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(0)
+    fp32 = path.with_suffix(".fp32.onnx")
+    w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "W"], ["Y"])], "mm",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(fp32))
+    feeds = [{"A": rng.standard_normal((m, k)).astype(np.float32)} for _ in range(4)]
+    quantize_static(str(fp32), str(path), _Calibration(feeds), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul"])
+    return path
+
+
+def test_static_qdq_matmuls_are_int8_work_and_efficiency_is_at_most_one(tmp_path: Path,
+                                                                        bert_onnx: Path) -> None:
+    path = qdq_matmul(tmp_path / "qdq.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+    count = roofline.count_flops(onnx.load(str(path)), 256, 512)
+    assert (count.float_flops, count.int8_flops) == (0.0, 2.0 * 256 * 512 * 512)
+    fields = time_onnx(path, "cpu", FAST, {"A": np.ones((256, 512), np.float32)}, 1)
+    assert fields["session"]["roofline"]["int8_flops"] == count.int8_flops
+    assert 0 < fields["efficiency"] <= 1.0
+    # a static QDQ BERT: every MatMul, the attention products too, is int8; the Gemm head not
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    bert_qdq = tmp_path / "bert_qdq.onnx"
+    rng = np.random.default_rng(0)
+    feeds = [{"input_ids": rng.integers(0, 50, (B, S)), "attention_mask": np.ones((B, S), int),
+              "token_type_ids": np.zeros((B, S), int)} for _ in range(2)]
+    quantize_static(str(bert_onnx), str(bert_qdq), _Calibration(feeds),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"])
+    count = roofline.count_flops(onnx.load(str(bert_qdq)), B, S)
+    head = 2 * B * H * H + 2 * B * H * LABELS  # pooler and classifier: Gemm, float
+    assert (count.float_flops, count.int8_flops) == (head, bert_flops(B, S) - head)
+
+
 def test_gemm_peak_and_efficiency(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(roofline.PEAK_SHAPE, "cpu", 128)
     monkeypatch.setattr(roofline, "PEAK_SECONDS", 0.05)

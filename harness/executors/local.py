@@ -1,4 +1,4 @@
-"""The embedded default: every stage of every cell in this process, one cell at a time."""
+"""The embedded default: every stage in this process, one (model, task) group at a time."""
 from __future__ import annotations
 
 import logging
@@ -18,10 +18,12 @@ class LocalExecutor:
     name = "local"
 
     def run(self, cells: list[Cell], runner: CellRunner, done: set[tuple]) -> Iterator[Record]:
-        start = time.perf_counter()
-        for i, cell in enumerate(cells, 1):
-            log.info("[%d/%d] %s", i, len(cells), cell.label)
-            yield from runner.run(cell, done)
+        from harness.cell import group_label, groups
+
+        start, todo = time.perf_counter(), groups(cells)
+        for i, group in enumerate(todo, 1):
+            log.info("[%d/%d] %s: %d variants", i, len(todo), group_label(group), len(group))
+            yield from runner.run(group, done)
             elapsed = time.perf_counter() - start
-            log.info("[%d/%d] done, %.0fs elapsed, ETA %.0fs", i, len(cells), elapsed,
-                     elapsed / i * (len(cells) - i))
+            log.info("[%d/%d] done, %.0fs elapsed, ETA %.0fs", i, len(todo), elapsed,
+                     elapsed / i * (len(todo) - i))

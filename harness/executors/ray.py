@@ -2,7 +2,8 @@
 
 Stages: fine-tune (one per model x task, shared with distillation students) -> one task per
 distinct prefix of torch steps -> export (one per distinct torch pipeline) -> build (ONNX
-steps, evaluation; one per cell) -> time (one per cell, alone on its node). Shared stages are
+steps, evaluation; one per cell) -> time (one per (model, task) group, alone on its node: its
+variants are timed together in interleaved rounds). Shared stages are
 submitted once, so no two workers build one artifact. Artifacts move through the artifact
 cache directory, which every worker must reach (a shared filesystem). A stage that raises
 hands its failure (or skip) to every cell that needs it, as the local executor would.
@@ -73,14 +74,16 @@ def _build(runner: CellRunner, cell: Cell, *deps: BuildResult | None) -> BuildRe
     return _first_failure(deps) or runner.build(cell)
 
 
-def _time(runner: CellRunner, cell: Cell, result: Any, todo: list) -> list[Record]:
+def _time(runner: CellRunner, cells: list[Cell], todo: dict[Cell, list],
+          *results: BuildResult) -> list[Record]:
+    """One group's timing stage: its built cells timed together, alone on the node."""
     import ray
 
     from harness.timing.env import environment, machine_fingerprint
 
     runner.env, runner.machine = environment(), machine_fingerprint()
     runner.node = ray.get_runtime_context().get_node_id()
-    return runner.time(cell, result, todo)
+    return runner.time(dict(zip(cells, results, strict=True)), todo)
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -129,56 +132,64 @@ class RayExecutor:
         return {"num_cpus": cpus, "num_gpus": spec.timing_gpus}
 
     def run(self, cells: list[Cell], runner: CellRunner, done: set[tuple]) -> Iterator[Record]:
+        from harness.cell import BASELINE, groups
+
         self._init(runner)
         graph = StageGraph(runner, self._timing_options(runner))
-        pending: dict[Any, tuple[Cell, list, Any]] = {}
-        for cell in cells:
-            todo = runner.todo(cell, done)
-            if todo:
-                timed, built = graph.timed(cell, todo)
-                pending[timed] = (cell, todo, built)
-        log.info("ray: %d cells, %d shared stages submitted", len(pending), len(graph.refs))
+        pending: dict[Any, tuple[list[Cell], dict[Cell, list], dict[Cell, Any]]] = {}
+        for group in groups(cells):
+            todo = {cell: runner.todo(cell, done) for cell in group}
+            if any(todo.values()):
+                needed = [c for c in group if todo[c] or c.pipeline.label == BASELINE]
+                timed, built = graph.timed(needed, todo)
+                pending[timed] = (needed, todo, built)
+        log.info("ray: %d groups, %d shared stages submitted", len(pending), len(graph.refs))
         yield from self._collect(pending, runner)
 
-    def _collect(self, pending: dict[Any, tuple[Cell, list, Any]], runner: CellRunner
-                 ) -> Iterator[Record]:
+    def _collect(self, pending: dict[Any, tuple[list[Cell], dict[Cell, list], dict[Cell, Any]]],
+                 runner: CellRunner) -> Iterator[Record]:
         import ray
 
         total, start, counts = len(pending), time.perf_counter(), Counter[str]()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            cell, todo, built = pending.pop(ready[0])
+            cells, todo, built = pending.pop(ready[0])
             try:
                 records = ray.get(ready[0])
-            except Exception as exc:  # noqa: BLE001 - a lost stage fails only its cell
-                records = lost(runner, cell, todo, built, exc)
+            except Exception as exc:  # noqa: BLE001 - a lost stage fails only its group
+                records = lost(runner, cells, todo, built, exc)
             counts.update(r.status for r in records)
             finished = total - len(pending)
             elapsed = time.perf_counter() - start
-            log.info("ray: %d/%d cells done, %d running or queued, records %s, ETA %.0fs",
+            log.info("ray: %d/%d groups done, %d running or queued, records %s, ETA %.0fs",
                      finished, total, len(pending), dict(counts),
                      elapsed / finished * len(pending))
             yield from records
 
 
-def lost(runner: CellRunner, cell: Cell, todo: list, built: Any, exc: Exception
-         ) -> list[Record]:
-    """Failed records for a cell whose stage was lost after its retries (its worker died)."""
+def lost(runner: CellRunner, cells: list[Cell], todo: dict[Cell, list], built: dict[Cell, Any],
+         exc: Exception) -> list[Record]:
+    """Failed records for a group whose timing stage was lost after its retries (its worker
+    died); a cell whose build failed keeps that failure."""
     import ray
 
     from harness.cell import BuildResult
     from harness.errors import one_line
 
-    try:
-        result, stage = ray.get(built), "time"
-    except Exception as build_exc:  # noqa: BLE001 - the build (or a stage before it) was lost
-        result, stage, exc = BuildResult(None), "build", build_exc
-    if result.built is None and result.status != "ok":
-        return runner.time(cell, result, todo)
-    error = one_line(root_cause(exc))
-    log.error("%s: %s stage lost after retries: %s", cell.label, stage, error)
-    return [runner.record(cell, s, result.built, status="failed", error=error, stage=stage)
-            for s in todo]
+    records = []
+    for cell in cells:
+        try:
+            result, stage, error = ray.get(built[cell]), "time", exc
+        except Exception as build_exc:  # noqa: BLE001 - the build (or a stage before it) was lost
+            result, stage, error = BuildResult(None), "build", build_exc
+        if result.built is None and result.status != "ok":
+            records += runner.time({cell: result}, {cell: todo[cell]})
+            continue
+        message = one_line(root_cause(error))
+        log.error("%s: %s stage lost after retries: %s", cell.label, stage, message)
+        records += [runner.record(cell, s, result.built, status="failed", error=message,
+                                  stage=stage) for s in todo[cell]]
+    return records
 
 
 class StageGraph:
@@ -199,10 +210,10 @@ class StageGraph:
         self.timer = ray.remote(_time).options(**timing, max_retries=spec.max_retries)
         self.refs: dict[tuple, Any] = {}
 
-    def timed(self, cell: Cell, todo: list) -> tuple[Any, Any]:
-        """Refs of the cell's timing stage (its records) and of its build."""
-        built = self.build.remote(self.runner, cell, self.exported(cell))
-        return self.timer.remote(self.runner, cell, built, todo), built
+    def timed(self, cells: list[Cell], todo: dict[Cell, list]) -> tuple[Any, dict[Cell, Any]]:
+        """Refs of a group's timing stage (its records) and of each cell's build."""
+        built = {c: self.build.remote(self.runner, c, self.exported(c)) for c in cells}
+        return self.timer.remote(self.runner, cells, todo, *built.values()), built
 
     def _once(self, key: tuple, submit: Callable[[], Any]) -> Any:
         if key not in self.refs:

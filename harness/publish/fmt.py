@@ -16,7 +16,7 @@ def _fmt(value: object, col: str) -> str:
         return ("yes" if col == "unstable" else "★") if bool(value) else ""
     if col == "metric_delta":
         return f"{value:+.2f}"
-    if col in ("speedup", "size_ratio"):
+    if col in ("speedup", "speedup_ci_low", "speedup_ci_high", "size_ratio"):
         return f"{value:.2f}×"
     if col in ("params", "nonzero_params"):
         return f"{value / 1e6:.2f}M"

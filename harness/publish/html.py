@@ -111,10 +111,11 @@ def _plots(lb: pd.DataFrame) -> str:
 
 def _tables(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
     parts = ["<h2 id='leaderboard'>Leaderboard</h2>",
-             "<p class='note'>metric in points (×100). Δ metric, speedup (baseline p50 / p50) and "
-             "size × (ONNX bytes / baseline's) are relative to the baseline of the same model, "
-             "task, provider, batch and sequence length. Highlighted rows (★) are on the Pareto "
-             "front; an orange edge marks unstable timings.</p>"]
+             "<p class='note'>metric in points (×100). Δ metric, speedup (baseline p50 / p50, "
+             "paired over interleaved rounds) and size × (ONNX bytes / baseline's) are "
+             "relative to the baseline of the same model, task, provider, batch and sequence "
+             "length. Highlighted rows (★) are on the Pareto front; an orange edge marks "
+             "unstable timings.</p>"]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"<h3>{escape(task_heading(rows))}</h3>", _table(shown, _row_classes(rows))]

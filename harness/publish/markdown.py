@@ -36,10 +36,10 @@ def md_table(frame: pd.DataFrame) -> str:
 def render_markdown(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
     """The whole leaderboard.md text."""
     parts = ["# Leaderboard", "",
-             "metric in points (×100); Δ metric, speedup (baseline p50 / p50) and size "
-             "(ONNX bytes / baseline's) are relative to the baseline of the same model, task, "
-             "provider, batch and sequence length; ★ marks the accuracy/latency Pareto front "
-             "of each task and timing setting.", ""]
+             "metric in points (×100); Δ metric, speedup (baseline p50 / p50, paired over "
+             "interleaved rounds) and size (ONNX bytes / baseline's) are relative to the "
+             "baseline of the same model, task, provider, batch and sequence length; ★ marks "
+             "the accuracy/latency Pareto front of each task and timing setting.", ""]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"## {md_cell(task_heading(rows))}", "", md_table(shown), ""]

@@ -16,10 +16,11 @@ CELL = ["model", "task", "variant", "provider", "batch_size", "seq_len"]
 BASE_KEY = ["model", "task", "provider", "batch_size", "seq_len"]
 FRONT_KEY = ["task", "provider", "batch_size", "seq_len"]
 BASELINE = "baseline"
-_TABLE_DROP = ("samples_ms", "env", "session", "method_params")
+_TABLE_DROP = ("samples_ms", "round_sizes", "round_order", "env", "session", "method_params")
 _MB = 1e6
 # columns the per-task sections leave out (in the heading, or in the CSV only)
-SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage")
+SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage",
+                "speedup_ci_low", "speedup_ci_high")
 ALWAYS_SHOWN = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
 
 # leaderboard column -> header shown in Markdown and HTML tables
@@ -36,8 +37,8 @@ DISPLAY = {
 # the columns of leaderboard(), in order
 COLUMNS = [
     *CELL, "metric_name", "metric", "metric_delta", "latency_p50_ms", "latency_p90_ms",
-    "speedup", "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb",
-    "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "throughput_per_s", "params",
+    "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
     "onnx_bytes", "error", "stage",
 ]
 
@@ -80,6 +81,8 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     out["unstable"] = df["unstable"].astype("boolean")
     out["error"], out["stage"] = df["error"], df["stage"]
     out["machine"] = df["machine"] if "machine" in df else None
+    for col in ("speedup", "speedup_ci_low", "speedup_ci_high"):
+        out[f"_rec_{col}"] = df[col].astype("float64") if col in df else np.nan
     out = _add_relative(out)
     out["pareto"] = pareto_front(out)
     out = out.assign(_base=~_is_baseline(out)).sort_values(
@@ -88,10 +91,12 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
-    """metric delta (points), speedup (baseline p50 / p50), size ratio (bytes / baseline's).
+    """metric delta (points), speedup, size ratio (bytes / baseline's).
 
-    A speedup needs both timings from the same machine fingerprint (records timed on other
-    nodes of a cluster get none)."""
+    The speedup is the record's own, paired over the interleaved rounds it shared with its
+    baseline (with its 95% interval); records without one (timed before rounds) get baseline
+    p50 / p50, and only when both timings come from the same machine fingerprint (records
+    timed on other nodes of a cluster get none)."""
     base = out[_is_baseline(out) & (out["status"] == "ok")]
     cols = [*BASE_KEY, "metric", "latency_p50_ms", "onnx_bytes", "machine"]
     base = base[cols].drop_duplicates(BASE_KEY)
@@ -101,10 +106,15 @@ def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
     merged.index = out.index
     same_machine = merged["_bmachine"].fillna("") == merged["machine"].fillna("")
     out["metric_delta"] = merged["metric"] - merged["_bm"]
-    out["speedup"] = _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(same_machine)
+    unpaired = _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(same_machine)
+    paired = out["_rec_speedup"].notna()
+    out["speedup"] = out["_rec_speedup"].where(paired, unpaired)
+    out["speedup_ci_low"] = out.pop("_rec_speedup_ci_low")
+    out["speedup_ci_high"] = out.pop("_rec_speedup_ci_high")
+    out = out.drop(columns="_rec_speedup")
     out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
     ok = out["status"] == "ok"
-    for col in ("metric_delta", "speedup", "size_ratio"):
+    for col in ("metric_delta", "speedup", "speedup_ci_low", "speedup_ci_high", "size_ratio"):
         out.loc[~ok, col] = np.nan
     return out
 

@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from harness.errors import ConfigError, first_line
 from harness.schema import TimingSpec
+from harness.timing.group import time_group
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
 from harness.timing.roofline import (
@@ -27,7 +28,8 @@ from harness.timing.stats import Stats
 log = logging.getLogger(__name__)
 
 __all__ = ["Measurement", "Stats", "describe_inputs", "feed_for", "gemm_peak_gflops",
-           "make_inputs", "make_session", "measure", "model_flops", "time_file", "time_onnx"]
+           "make_inputs", "make_session", "measure", "model_flops", "roofline_of", "time_file",
+           "time_group", "time_onnx"]
 
 
 def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
@@ -56,18 +58,20 @@ def time_onnx(onnx_path: str | Path, provider: str, spec: TimingSpec,
     if owned:
         del session  # its thread pool must not compete with the peak GEMM measurement
     if roofline:
-        fields.update(_roofline(onnx_path, provider, spec, m, _seq_len(feed_inputs), fields,
-                                flops))
+        fields.update(roofline_of(onnx_path, provider, spec, batch_size, _seq_len(feed_inputs),
+                                  fields, flops))
     return fields
 
 
-def _roofline(onnx_path: str | Path, provider: str, spec: TimingSpec, m: Measurement,
-              seq_len: int, fields: dict[str, Any], count: FlopCount | None) -> dict[str, Any]:
-    """flops / gflops_per_s / efficiency; a failure here is noted, never loses the timing."""
+def roofline_of(onnx_path: str | Path, provider: str, spec: TimingSpec, batch_size: int,
+                seq_len: int, fields: dict[str, Any], count: FlopCount | None
+                ) -> dict[str, Any]:
+    """flops / gflops_per_s / efficiency at the p50 in `fields` (whose session entry gets the
+    peaks); a failure here is noted, never loses the timing."""
     try:
         if count is None:
             count = count_flops(onnx.load(str(onnx_path), load_external_data=False),
-                                m.batch_size, seq_len)
+                                batch_size, seq_len)
         peaks = gemm_peak_gflops(provider, spec)
     except Exception as exc:  # noqa: BLE001 - the latency above is still valid
         log.warning("roofline for %s failed: %s", onnx_path, exc)
@@ -76,7 +80,7 @@ def _roofline(onnx_path: str | Path, provider: str, spec: TimingSpec, m: Measure
     fields["session"]["roofline"] = {"peak_gflops": peaks, "float_flops": count.float_flops,
                                      "int8_flops": count.int8_flops,
                                      "uncounted": count.uncounted}
-    return roofline_fields(count, m.stats.median, peaks)
+    return roofline_fields(count, fields["latency_ms_p50"], peaks)
 
 
 def vocab_size(model: onnx.ModelProto, default: int = 2) -> int:

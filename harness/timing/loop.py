@@ -64,11 +64,28 @@ def load_between(before: Probe, after: Probe) -> tuple[float | None, list[float]
     return round(others, 4), per_core
 
 
-def judge(stats: Stats, others_load: float | None, spec: TimingSpec) -> tuple[bool, str | None]:
-    """Flag a measurement whose spread or whose competing load is above the spec's limits."""
+def steal_between(before: Probe, after: Probe) -> float | None:
+    """Share of the CPU time the hypervisor gave to other guests (steal), or None where the
+    system does not report it."""
+    steal = total = 0.0
+    for b, a in zip(before.per_cpu, after.per_cpu, strict=True):
+        if not hasattr(a, "steal"):
+            return None
+        steal += a.steal - b.steal
+        total += _busy_total(a)[1] - _busy_total(b)[1]
+    return round(steal / total, 4) if total > 0 else None
+
+
+def judge(stats: Stats, others_load: float | None, spec: TimingSpec,
+          round_cv: float | None = None) -> tuple[bool, str | None]:
+    """Flag a measurement whose spread (of the samples, or of the per-round medians) or whose
+    competing load is above the spec's limits."""
     reasons = []
     if stats.cv > spec.unstable_cv:
         reasons.append(f"cv {stats.cv:.3f} > unstable_cv {spec.unstable_cv}")
+    if round_cv is not None and round_cv > spec.unstable_round_cv:
+        reasons.append(f"per-round p50s vary by cv {round_cv:.3f} > unstable_round_cv "
+                       f"{spec.unstable_round_cv}")
     if others_load is not None and others_load > spec.unstable_load:
         reasons.append(f"other processes kept {others_load:.2f} of the CPU busy "
                        f"(> unstable_load {spec.unstable_load})")
@@ -135,30 +152,35 @@ def cuda_runner(session: ort.InferenceSession, feed: dict[str, np.ndarray],
     return step
 
 
+def time_until(step: Callable[[], Any], iterations: int, seconds: float, max_seconds: float,
+               clock: Callable[[], int] = time.perf_counter_ns) -> tuple[list[int], str]:
+    """Time `step` (ns) until `iterations` AND `seconds` are both reached, or `max_seconds`
+    has passed; returns the samples and which criterion stopped the loop."""
+    samples: list[int] = []
+    append = samples.append
+    start = clock()
+    min_end, max_end = start + int(seconds * 1e9), start + int(max_seconds * 1e9)
+    while True:
+        t0 = clock()
+        step()
+        t1 = clock()
+        append(t1 - t0)
+        if t1 >= min_end and len(samples) >= iterations:
+            return samples, "criteria met"
+        if t1 >= max_end:
+            return samples, "max_seconds"
+
+
 def timed_loop(step: Callable[[], Any], spec: TimingSpec) -> tuple[list[int], str]:
     """Warm-up, then time `step` with perf_counter_ns until min_iterations AND min_seconds
     are both reached, or max_seconds has passed; the GC is off while timing."""
     for _ in range(spec.warmup):
         step()
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    append = samples.append
-    min_iter = spec.min_iterations
     gc.collect()
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        start = clock()
-        min_end, max_end = start + int(spec.min_seconds * 1e9), start + int(spec.max_seconds * 1e9)
-        while True:
-            t0 = clock()
-            step()
-            t1 = clock()
-            append(t1 - t0)
-            if t1 >= min_end and len(samples) >= min_iter:
-                return samples, "criteria met"
-            if t1 >= max_end:
-                return samples, "max_seconds"
+        return time_until(step, spec.min_iterations, spec.min_seconds, spec.max_seconds)
     finally:
         if gc_was_on:
             gc.enable()

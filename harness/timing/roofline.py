@@ -1,7 +1,8 @@
 """Compute roofline: GEMM FLOPs of a model at a shape, and the GEMM peak ORT reaches here.
 
 Counted: every MatMul-family node (MatMul, FusedMatMul, MatMulInteger, MatMulIntegerToFloat,
-DynamicQuantizeMatMul, QLinearMatMul) and Gemm/QGemm/FusedGemm as 2*M*N*K; ORT's fused
+DynamicQuantizeMatMul, QLinearMatMul) and Gemm/QGemm/FusedGemm as 2*M*N*K, as int8 work for
+the integer ops and for QDQ MatMul/Gemm (both operands from DequantizeLinear); ORT's fused
 Attention/QAttention as their QKV projection plus the two attention products (QK^T, PV);
 MultiHeadAttention as the two attention products. Not counted: elementwise ops, softmax,
 normalisations, activations, embeddings (small next to the GEMMs in a BERT encoder).
@@ -110,11 +111,14 @@ def _known(shape: list[Any] | None) -> bool:
     return bool(shape) and all(isinstance(d, int) and d > 0 for d in shape)
 
 
-def node_flops(node: onnx.NodeProto, shape_of: dict[str, list[Any]]
-               ) -> tuple[float, float] | None:
+def node_flops(node: onnx.NodeProto, shape_of: dict[str, list[Any]],
+               dequantized: frozenset[str] = frozenset()) -> tuple[float, float] | None:
     """(float, int8) FLOPs of one node (0 for non-GEMM ops); None when shapes are unknown.
 
-    QAttention runs its QKV projection in int8 and the attention products in float.
+    QAttention runs its QKV projection in int8 and the attention products in float. A MatMul
+    or Gemm whose two operands both come out of DequantizeLinear (`dequantized`: those
+    tensors) is a QDQ pair that onnxruntime runs as an int8 kernel (MatMulIntegerToFloat,
+    QLinearMatMul, QGemm): int8 work.
     """
     op = node.op_type
     if op not in MATMUL_OPS | GEMM_OPS | ATTENTION_OPS:
@@ -126,7 +130,8 @@ def node_flops(node: onnx.NodeProto, shape_of: dict[str, list[Any]]
         trans = _attr(node, "transA", 0) if op != "MatMul" else 0
         k = a[-2] if trans and len(a) >= 2 else a[-1]
         flops = 2.0 * math.prod(out) * k
-        return (0.0, flops) if op in INT8_OPS else (flops, 0.0)
+        qdq = len(node.input) >= 2 and all(i in dequantized for i in node.input[:2])
+        return (0.0, flops) if op in INT8_OPS or qdq else (flops, 0.0)
     if op in ("Attention", "QAttention"):
         weight = shape_of.get(node.input[1])
         if not (_known(a) and _known(weight) and len(a) == 3):
@@ -158,8 +163,10 @@ def count_flops(model: onnx.ModelProto, batch: int, seq: int) -> FlopCount:
     for init in model.graph.initializer:
         shape_of[init.name] = list(init.dims)
     count = FlopCount()
+    dequantized = frozenset(o for n in model.graph.node if n.op_type == "DequantizeLinear"
+                            for o in n.output)
     for node in model.graph.node:
-        flops = node_flops(node, shape_of)
+        flops = node_flops(node, shape_of, dequantized)
         if flops is None:
             count.uncounted.append(f"{node.op_type}({node.name})")
         else:

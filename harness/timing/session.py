@@ -34,6 +34,9 @@ def session_options(spec: TimingSpec) -> ort.SessionOptions:
     opts.graph_optimization_level = _OPT_LEVELS[spec.graph_optimization]
     opts.execution_mode = _EXEC_MODES[spec.execution_mode]
     opts.log_severity_level = 3  # errors only: ORT's warnings are noise in a timing run
+    spin = "1" if spec.allow_spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return opts
 
 
@@ -75,6 +78,7 @@ def describe_session(session: ort.InferenceSession, provider: str, spec: TimingS
         "inter_op_threads": spec.inter_op_threads,
         "graph_optimization": spec.graph_optimization,
         "execution_mode": spec.execution_mode,
+        "allow_spinning": spec.allow_spinning,
         "onnxruntime": ort.__version__,
         "ort_device": ort.get_device(),
     }
