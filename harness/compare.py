@@ -254,7 +254,7 @@ def _key_cols(key: Key) -> dict[str, object]:
     return dict(zip(("model", "task", "variant", "provider", "batch", "seq"), key))
 
 
-def _cell_row(cell: CellComparison) -> dict[str, object]:
+def cell_row(cell: CellComparison) -> dict[str, object]:
     iv = cell.latency.get("latency_ms_p50")
     p = "–" if cell.metric_p is None else f"{cell.metric_p:.3g}"
     return _key_cols(cell.key) | {
@@ -286,7 +286,7 @@ def _markdown(cmp: Comparison) -> str:
         untested = pd.DataFrame([_key_cols(k) | {"threshold": t} for k, t in cmp.untested])
         lines += ["## Beyond a threshold but untested (no predictions or samples)", "",
                   md_table(untested.astype(str)), ""]
-    cells = pd.DataFrame([_cell_row(c) for c in cmp.cells])
+    cells = pd.DataFrame([cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)
 

@@ -1,68 +1,30 @@
-"""Runs over time: one row per run from its manifest, and all runs' records as one frame."""
+"""Runs over time: one row per run from the results store, and all runs' records as one frame."""
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from harness.errors import HarnessError
 from harness.leaderboard import records_frame
-from harness.store import MANIFEST, RECORDS, list_runs, load_records
+from harness.results_store import RUN_FIELDS, STATUSES, ResultsStore
+from harness.store import RECORDS, list_runs, load_records
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "skipped")
-# summary field -> manifest keys read for it, first present wins
-_KEYS = {
-    "run_id": ("run_id",),
-    "suite": ("suite", "suite_name"),
-    "started": ("started_at", "started", "start"),
-    "finished": ("finished_at", "finished", "end"),
-    "git_sha": ("git_sha", "git"),
-    "machine": ("machine", "machine_fingerprint"),
-}
 
+def history_frame(results_dir: Path, rebuild: bool = False) -> pd.DataFrame:
+    """One row per run (metadata, ok/failed/skipped counts) from the results store.
 
-def run_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's run metadata under fixed names; counts from `counts`/`status_counts`."""
-    out = {name: next((manifest[k] for k in keys if manifest.get(k) is not None), None)
-           for name, keys in _KEYS.items()}
-    counts = manifest.get("counts") or manifest.get("status_counts") or {}
-    for status in STATUSES:
-        out[status] = counts.get(status, manifest.get(status))
-    return out
-
-
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise HarnessError(f"{path}: not valid JSON") from None
-
-
-def history_frame(results_dir: Path) -> pd.DataFrame:
-    """One row per run under results_dir/runs: metadata and ok/failed/skipped counts.
-
-    Counts missing from a manifest (a run still going, or one that crashed) are counted from
-    its records.
+    Run directories new or changed since the last import are imported first; with rebuild,
+    the store is thrown away and every run directory imported again.
     """
-    rows = []
-    for run_dir in list_runs(results_dir):
-        row = run_summary(_read_manifest(run_dir))
-        row["run_id"] = row["run_id"] or run_dir.name
-        if any(row[s] is None for s in STATUSES) and (run_dir / RECORDS).exists():
-            counts = Counter(r.status for r in load_records(run_dir / RECORDS))
-            row.update({s: counts.get(s, 0) for s in STATUSES})
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*_KEYS, *STATUSES])
-    return frame.sort_values(["started", "run_id"], na_position="first").reset_index(drop=True)
+    store = ResultsStore(results_dir)
+    if rebuild:
+        log.info("store: rebuilt from %d runs", store.rebuild())
+    elif synced := store.sync():
+        log.info("store: imported %s", ", ".join(synced))
+    return store.runs()[[*RUN_FIELDS, *STATUSES]]
 
 
 def all_records(results_dir: Path) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from harness.config import Suite, load_suite
 from harness.errors import DataError, SkipCell
 from harness.pipeline import Built, Cell, Stages, plan
 from harness.records import Record, cell_key
+from harness.results_store import ResultsStore
 from harness.store import RunStore, new_run_id
 from harness.tasks import resolve_data_dir
 
@@ -185,6 +186,7 @@ def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
     counts = Counter(r.status for r in store.records())
     store.update_manifest(finished=now(), wall_seconds=wall, status_counts=dict(counts))
     publish(store.records(), store.dir, store.manifest())
+    ResultsStore(results_dir).ingest(store.dir)
     return RunSummary(store.dir, counts, wall)
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness.history import STATUSES, run_summary
 from harness.leaderboard import (SECTION_DROP, display_table, failures, glue_score,
                                  leaderboard, records_frame, task_heading)
 from harness.records import Record
 from harness.report import plots
+from harness.results_store import STATUSES, run_summary
 
 log = logging.getLogger(__name__)
 
