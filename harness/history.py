@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.leaderboard import records_frame
+from harness.publish.tables import records_frame
+from harness.query import stored_runs
 from harness.results_store import RUN_FIELDS, STATUSES, ResultsStore
 from harness.store import RECORDS, list_runs, load_records
 

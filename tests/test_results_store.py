@@ -148,7 +148,7 @@ def test_history_and_query_commands(tmp_path: Path) -> None:
 
 def test_run_writes_the_store_and_a_resume_keeps_records_once(
         tmp_path: Path, tiny_glue_dir: Path, tiny_bert_dir: Path) -> None:
-    from harness.runner import run_suite
+    from harness.run import run_suite
 
     methods = "[baseline, {name: distill, student: /nonexistent/model}]"
     suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, methods)
