@@ -25,7 +25,7 @@ def history_frame(results_dir: Path, rebuild: bool = False) -> pd.DataFrame:
         log.info("store: rebuilt from %d runs", store.rebuild())
     elif synced := store.sync():
         log.info("store: imported %s", ", ".join(synced))
-    return store.runs()[[*RUN_FIELDS, *STATUSES]]
+    return stored_runs(store)[[*RUN_FIELDS, *STATUSES]]
 
 
 def all_records(results_dir: Path) -> pd.DataFrame:

@@ -6,14 +6,12 @@ anything outside the store.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
 
 from harness.errors import HarnessError
-
-if TYPE_CHECKING:
-    from harness.results_store import ResultsStore
+from harness.results_store import ResultsStore, empty_table
 
 Format = Literal["table", "csv", "json"]
 TABLES = ("records", "runs")
@@ -30,8 +28,6 @@ def _literal(text: str) -> str:
 def connect(store: ResultsStore) -> Any:
     """An in-memory DuckDB with views `records` and `runs`; file access limited to the store."""
     import duckdb
-
-    from harness.results_store import empty_table
 
     con = duckdb.connect(":memory:")
     for table in TABLES:
@@ -80,6 +76,12 @@ def run_query(store: ResultsStore, sql: str) -> pd.DataFrame:
         raise QueryError(f"query: {_first_line(exc)}") from None
     finally:
         con.close()
+
+
+def stored_runs(store: ResultsStore) -> pd.DataFrame:
+    """One row per run in the store, oldest first."""
+    return run_query(store, "SELECT * EXCLUDE (signature, ingested_at) FROM runs "
+                            "ORDER BY started NULLS FIRST, run_id")
 
 
 def render(frame: pd.DataFrame, fmt: Format) -> str:

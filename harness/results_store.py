@@ -15,15 +15,14 @@ import shutil
 import types
 import typing
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
+from harness.clock import now
 from harness.errors import HarnessError
 from harness.records import Record
 from harness.store import MANIFEST, RECORDS, list_runs, load_records
@@ -133,7 +132,7 @@ def _run_row(run_dir: Path, records: list[Record]) -> dict[str, Any]:
     row.update({s: counts.get(s, 0) for s in STATUSES})
     row.update(run_id=run_dir.name, n_records=len(records),
                wall_seconds=manifest.get("wall_seconds"), signature=_signature(run_dir),
-               ingested_at=datetime.now(UTC).isoformat(timespec="seconds"))
+               ingested_at=now())
     if row["started"] is None and records:
         row["started"] = min(r.created_at for r in records)
     return {k: (None if row.get(k) is None else str(row[k]) if k in ("started", "finished")
@@ -229,19 +228,6 @@ class ResultsStore:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for t in ("records", "runs") for f in self.files(t))
-
-    def connect(self) -> Any:
-        """A DuckDB connection with views `records` and `runs` over the Parquet files."""
-        from harness.query import connect
-
-        return connect(self)
-
-    def runs(self) -> pd.DataFrame:
-        """One row per stored run, oldest first."""
-        from harness.query import run_query
-
-        return run_query(self, "SELECT * EXCLUDE (signature, ingested_at) FROM runs "
-                               "ORDER BY started NULLS FIRST, run_id")
 
 
 def empty_table(table: str) -> pa.Table:

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import suite_file
 
-from harness.query import QueryError, run_query
+from harness.query import QueryError, run_query, stored_runs
 from harness.records import Record
 from harness.results_store import ResultsStore
 from harness.store import RunStore
@@ -54,7 +53,7 @@ def test_resumed_run_holds_each_record_once(tmp_path: Path) -> None:
                                            "m|mrpc|baseline|cpu|32|128",
                                            "m|mrpc|int8-dynamic|cpu|1|128"]
     assert set(rows["status"]) == {"ok"}
-    runs = store.runs()
+    runs = stored_runs(store)
     assert runs[["run_id", "ok", "failed", "n_records", "git_sha"]].values.tolist() == [
         ["r1", 3, 0, 3, "abc123"]]
 
@@ -81,7 +80,7 @@ def test_sync_imports_new_and_changed_runs_and_drops_deleted(tmp_path: Path) -> 
     shutil.rmtree(tmp_path / "runs" / "r2")
     assert store.sync() == ["r2"]
     assert count(store, "SELECT count(*) FROM records") == 2
-    assert store.runs()["run_id"].tolist() == ["r1"]
+    assert stored_runs(store)["run_id"].tolist() == ["r1"]
 
 
 def test_rebuild_imports_every_run(tmp_path: Path) -> None:
@@ -97,7 +96,7 @@ def test_rebuild_imports_every_run(tmp_path: Path) -> None:
 def test_empty_store_has_the_tables(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     assert count(store, "SELECT count(*) FROM records") == 0
-    assert store.runs().empty
+    assert stored_runs(store).empty
 
 
 @pytest.mark.parametrize("sql", [
