@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,3 +114,20 @@ def toy_sst2(n: int = 32, seed: int = 0) -> TaskData:
     texts = [" ".join([*rng.choice(filler, 3), "good great" if y else "bad terrible"])
              for y in labels]
     return TaskData("sst2", "train", texts, None, labels.astype(np.int64))
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def headless_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run headless Chromium (skips the test when it is not installed)."""
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    return subprocess.run([binary, *flags, *args], capture_output=True, text=True,
+                          timeout=180, check=True)
