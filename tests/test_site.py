@@ -106,7 +106,7 @@ def test_pages_and_links(site: Path) -> None:
 
 
 def test_intervals_prefer_the_records_own() -> None:
-    from harness.site.trends import latency_interval, metric_interval
+    from harness.publish.intervals import latency_interval, metric_interval
 
     row = {"metric_value": 0.8, "metric_name": "accuracy", "n_eval": 400,
            "metric_ci_low": 0.78, "metric_ci_high": 0.82, "samples_ms": [1.0] * 3}
