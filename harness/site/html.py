@@ -24,7 +24,7 @@ svg.trend{width:100%;height:auto;display:block;user-select:none}
 svg .bg{fill:#fff}svg .grid{stroke:#eceef1}svg .line{fill:none;stroke:#1f77b4;
  stroke-width:1.6;vector-effect:non-scaling-stroke}
 svg .pt{stroke:#1f77b4;stroke-width:7;stroke-linecap:round;vector-effect:non-scaling-stroke}
-svg .pt:hover{stroke:#ff7f0e;stroke-width:11}
+svg .pt.u{stroke:#e69f00}svg .pt:hover{stroke:#d62728;stroke-width:11}
 svg .ci{stroke:#7aaed6;stroke-width:2;vector-effect:non-scaling-stroke}
 svg .level{stroke:#555;stroke-dasharray:5 3;stroke-width:1;vector-effect:non-scaling-stroke}
 svg .cp{stroke:#d62728;stroke-width:1.5;stroke-dasharray:4 3;vector-effect:non-scaling-stroke}

@@ -34,6 +34,11 @@ def _num(value: object, digits: int = 2) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
+def _flag(value: object) -> bool:
+    """True for a set flag; None and NaN (field absent in older records) are False."""
+    return value is not None and not pd.isna(value) and bool(value)  # type: ignore[arg-type]
+
+
 def _interval(low: object, high: object) -> str:
     return "–" if low is None or high is None or pd.isna(low) or pd.isna(high) else (
         f"{float(low):.2f}–{float(high):.2f}")  # type: ignore[arg-type]
@@ -137,11 +142,16 @@ def _tip(row: pd.Series, value: str) -> str:
             f"\n{value}")
 
 
+def _latency_text(r: pd.Series) -> str:
+    unstable = " · timing flagged unstable" if _flag(r.get("unstable")) else ""
+    return f"p50 {_num(r['p50'])} ms (95% CI {_interval(r['p50_low'], r['p50_high'])}){unstable}"
+
+
 def _charts(s: CellSeries, n_runs: int, labels: Sequence[str]) -> str:
     t = s.table
     lat = [svg.Point(int(r["run_index"]), None if pd.isna(r["p50"]) else float(r["p50"]),
-                     r["p50_low"], r["p50_high"],
-                     _tip(r, f"p50 {_num(r['p50'])} ms (95% CI {_interval(r['p50_low'], r['p50_high'])})"))
+                     r["p50_low"], r["p50_high"], _tip(r, _latency_text(r)),
+                     _flag(r.get("unstable")))
            for _, r in t.iterrows()]
     met = [svg.Point(int(r["run_index"]), None if pd.isna(r["metric"]) else float(r["metric"]),
                      r["metric_low"], r["metric_high"],
@@ -180,7 +190,7 @@ def _run_rows(s: CellSeries) -> str:
     rows = [[r["run_id"], str(r["started"] or "")[:19], _short(r["git_sha"]), r["machine"],
              r["status"], _num(r["p50"]), _interval(r["p50_low"], r["p50_high"]),
              _num(r["metric"]), _interval(r["metric_low"], r["metric_high"]),
-             r["metric_ci_kind"] or "–", "yes" if r.get("unstable") is True else ""]
+             r["metric_ci_kind"] or "–", "yes" if _flag(r.get("unstable")) else ""]
             for _, r in s.table.iloc[::-1].iterrows()]
     return table(["run", "started", "git sha", "machine", "status", "p50 ms", "p50 95% CI",
                   "metric", "metric 95% CI", "CI", "unstable"], rows,
@@ -197,7 +207,8 @@ def task_page(task: str, series: Sequence[CellSeries], runs: pd.DataFrame) -> st
             "95% intervals: for p50 from the order statistics of the run's samples, for the "
             "metric the record's bootstrap interval, or a Wilson interval of the accuracy. "
             "Red dashed lines mark change points, dashed grey lines the level of each "
-            "segment.</p>"]
+            "segment; orange points are timings flagged unstable (noisy samples or a loaded "
+            "machine).</p>"]
     for model in models:
         body.append(f"<h2 id='{slug(model)}'>{_esc(model)}</h2>")
         for s in (s for s in series if s.key[0] == model):

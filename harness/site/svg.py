@@ -27,6 +27,7 @@ class Point:
     low: float | None = None
     high: float | None = None
     tip: str = ""
+    flagged: bool = False  # drawn in orange: e.g. a timing flagged unstable
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def chart(points: Sequence[Point], *, n_runs: int, x_labels: Sequence[str], y_la
             continue
         if p.low is not None and p.high is not None:
             inner.append(f"<path class='ci' d='M{p.i} {ypix(p.low):.2f} V{ypix(p.high):.2f}'/>")
-        inner.append(f"<path class='pt' d='M{p.i} {ypix(p.y):.2f} h0'>"
+        inner.append(f"<path class='pt{' u' if p.flagged else ''}' d='M{p.i} {ypix(p.y):.2f} h0'>"
                      f"<title>{escape(p.tip)}</title></path>")
 
     outer = [f"<text class='title' x='{LEFT}' y='16'>{escape(title)}</text>"]
