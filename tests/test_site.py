@@ -71,7 +71,8 @@ def write_history(root: Path, n_runs: int = 12, step_at: int = 6) -> None:
         noise = 1 + 0.01 * np.sin(night)
         store.append(_record(run, "baseline", 20.0 * noise, night))
         slow = 1.3 if night >= step_at else 1.0
-        store.append(_record(run, "int8-dynamic", 10.0 * noise * slow, 100 + night))
+        store.append(_record(run, "int8-dynamic", 10.0 * noise * slow, 100 + night,
+                             unstable=night == n_runs - 1))
         store.append(_record(run, "distill", 0.0, night, status="failed", metric_value=None,
                              latency_ms_p50=None, samples_ms=[], error=f"boom {EVIL}"))
         store.update_manifest(run_id=run, suite=f"nightly {EVIL}", git_sha=f"sha{night:02d}{EVIL}",
@@ -96,6 +97,7 @@ def test_pages_and_links(site: Path) -> None:
     assert "href='compare/night-11__vs__night-04.html'" in index
     week = index.split("id='week'")[1].split("id='changes'")[0]
     assert "int8-dynamic" in week and "slower" in week and "baseline" not in week
+    assert "timing flagged unstable: do not trust" in week  # int8 in the latest run
     assert trend.count("<svg class='trend'") == 4  # baseline and int8: latency and metric
     assert "No ok record in any run" in trend and "boom &lt;script&gt;" in trend  # distill
     assert "night-03 · 2025-01-04T02:00 · git sha03" in trend  # hover text of a point

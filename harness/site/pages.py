@@ -71,8 +71,10 @@ def _weekly_section(weekly: Weekly | None, pages: dict[str, str]) -> list[str]:
                f"{_esc(weekly.note)} Full comparison: {link(target + '.html', 'HTML')}, "
                f"{link(target + '.md', 'Markdown')}.</p>")
     rows = [[_cell_link(c.key, pages), *c.key[1:], c.what, c.change,
-             Html(f"<span class='{c.direction}'>{c.direction}</span>")] for c in weekly.changes]
-    return out + [table([*KEY_HEADER, "measure", "change", "direction"], rows)]
+             Html(f"<span class='{c.direction}'>{c.direction}</span>"),
+             "timing flagged unstable: do not trust" if c.key in weekly.unstable
+             and c.what != "metric" else ""] for c in weekly.changes]
+    return out + [table([*KEY_HEADER, "measure", "change", "direction", "note"], rows)]
 
 
 def _cell_link(key: tuple, pages: dict[str, str]) -> Html | str:

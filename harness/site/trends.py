@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from harness.publish.intervals import latency_interval, metric_interval
+from harness.publish.tables import CELL
 from harness.site.changepoints import ChangePoint, detect
 
-CELL = ["model", "task", "variant", "provider", "batch_size", "seq_len"]
 LATENCY_FLOOR = math.log(1.005)  # night-to-night latency noise assumed at least 0.5%
 METRIC_FLOOR = 0.1  # points
 

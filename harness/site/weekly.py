@@ -17,6 +17,7 @@ from harness.compare import (
     parse_threshold,
 )
 from harness.errors import HarnessError
+from harness.publish.tables import CELL
 
 WEEK = timedelta(days=7)
 
@@ -41,6 +42,7 @@ class Weekly:
     note: str = ""
     comparison: Comparison | None = None
     changes: list[Change] = field(default_factory=list)
+    unstable: set[tuple] = field(default_factory=set)  # cells timed unstable in either run
 
 
 def pick_baseline(runs: pd.DataFrame, latest: str) -> tuple[str | None, str]:
@@ -92,7 +94,15 @@ def changes(cmp: Comparison) -> list[Change]:
     return out
 
 
-def since_last_week(results_dir: Path, runs: pd.DataFrame,
+def unstable_cells(records: pd.DataFrame, run_ids: list[str]) -> set[tuple]:
+    """Cells whose timing was flagged unstable in any of the runs."""
+    if "unstable" not in records:
+        return set()
+    flagged = records[records["run_id"].isin(run_ids) & records["unstable"].eq(True)]
+    return {tuple(row) for row in flagged[CELL].itertuples(index=False)}
+
+
+def since_last_week(results_dir: Path, runs: pd.DataFrame, records: pd.DataFrame,
                     thresholds: list[str] | None = None) -> Weekly | None:
     """Compare the latest run with the one a week earlier through `harness compare`."""
     if runs.empty:
@@ -112,4 +122,5 @@ def since_last_week(results_dir: Path, runs: pd.DataFrame,
         weekly.note = " ".join(filter(None, [note, f"Not compared: {exc}."]))
         return weekly
     weekly.changes = changes(weekly.comparison)
+    weekly.unstable = unstable_cells(records, [latest, baseline])
     return weekly
