@@ -130,12 +130,67 @@ def compare(run_dir: Path,
 
 
 @app.command()
-def history(results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS) -> None:
-    """List past runs with their status counts."""
+def history(results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS,
+            rebuild: Annotated[bool, typer.Option(
+                "--rebuild", help="Re-import every run directory into the results store.")] = False,
+            ) -> None:
+    """List past runs with their status counts, from the results store."""
     from harness.history import history_frame
 
-    frame = history_frame(_results_dir(results_dir))
+    frame = history_frame(_results_dir(results_dir), rebuild=rebuild)
     typer.echo(frame.to_markdown(index=False) if len(frame) else "no runs")
+
+
+@app.command()
+def query(sql: Annotated[str, typer.Argument(help="One SELECT over the tables records and runs.")],
+          results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS,
+          fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+          ) -> None:
+    """Run a read-only SQL query over the results store and print the rows."""
+    from harness.query import render, run_query
+    from harness.results_store import ResultsStore
+
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"query: --format '{fmt}' is not one of table, csv, json")
+    store = ResultsStore(results_dir)
+    changed, gone = store.stale()
+    if changed or gone:
+        log.warning("the store is behind %d run directories: `harness history` imports them",
+                    len(changed) + len(gone))
+    typer.echo(render(run_query(store, sql), fmt))  # type: ignore[arg-type]
+
+
+@app.command()
+def site(results_dir: Annotated[Path, typer.Option()] = DEFAULT_RESULTS,
+         out: Annotated[Path, typer.Option(help="Folder to write the site to.")] = Path("site"),
+         threshold: Annotated[list[str] | None, typer.Option(
+             help="'since last week' thresholds, e.g. latency_ms_p50:5% (repeatable).")] = None,
+         ) -> None:
+    """Write a static trend site (index, leaderboard, one trend page per task) from the store."""
+    from harness.site import build_site
+
+    result = build_site(results_dir, out, thresholds=threshold or None)
+    typer.echo(f"site: {len(result.pages)} pages from {result.n_runs} runs in "
+               f"{result.seconds:.1f}s: {out / 'index.html'}")
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Send a run's results to other tools.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mlflow")
+def export_mlflow(run_dir: Path,
+                  tracking_uri: Annotated[str | None, typer.Option(
+                      help="Default: MLFLOW_TRACKING_URI, else ./mlruns.")] = None,
+                  experiment: Annotated[str | None, typer.Option(
+                      help="Experiment name (default: the suite's name).")] = None,
+                  ) -> None:
+    """Log one MLflow run per cell of RUN_DIR (needs the `mlflow` extra); idempotent."""
+    from harness.export_mlflow import export_run
+
+    result = export_run(run_dir, tracking_uri=tracking_uri, experiment=experiment)
+    typer.echo(f"mlflow: {result.created} runs created, {result.updated} updated in "
+               f"experiment '{result.experiment}' at {result.tracking_uri}")
 
 
 @app.command()

@@ -347,7 +347,7 @@ def _key_cols(key: tuple) -> dict[str, object]:
     return cols | dict(zip(cols, key))
 
 
-def _cell_row(cell: CellComparison) -> dict[str, object]:
+def cell_row(cell: CellComparison) -> dict[str, object]:
     t = cell.latency.get("latency_ms_p50")
     p = "–" if cell.metric_p is None else f"{cell.metric_p:.3g}"
     tested = t is not None and t.tested
@@ -389,7 +389,7 @@ def _markdown(cmp: Comparison) -> str:
         untested = pd.DataFrame([_key_cols(k) | {"threshold": t} for k, t in cmp.untested])
         lines += ["## Beyond a threshold but untested (no predictions, fewer than two "
                   "rounds, or timed under load)", "", md_table(untested.astype(str)), ""]
-    cells = pd.DataFrame([_cell_row(c) for c in cmp.cells])
+    cells = pd.DataFrame([cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)
 

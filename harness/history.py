@@ -1,38 +1,31 @@
-"""Runs over time: one row per run from its manifest, and all runs' records as one frame."""
+"""Runs over time: one row per run from the results store, and all runs' records as one frame."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from harness.publish.tables import STATUSES, SUMMARY_KEYS, records_frame, run_summary
-from harness.store import MANIFEST, RECORDS, list_runs, load_records, read_manifest
+from harness.publish.tables import records_frame
+from harness.query import stored_runs
+from harness.results_store import RUN_FIELDS, STATUSES, ResultsStore
+from harness.store import RECORDS, list_runs, load_records
 
 log = logging.getLogger(__name__)
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    return read_manifest(run_dir / MANIFEST).model_dump(exclude_none=True)
 
+def history_frame(results_dir: Path, rebuild: bool = False) -> pd.DataFrame:
+    """One row per run (metadata, ok/failed/skipped counts) from the results store.
 
-def history_frame(results_dir: Path) -> pd.DataFrame:
-    """One row per run under results_dir/runs: metadata and ok/failed/skipped counts.
-
-    Counts missing from a manifest (a run still going, or one that crashed) are counted from
-    its records.
+    Run directories new or changed since the last import are imported first; with rebuild,
+    the store is thrown away and every run directory imported again.
     """
-    rows = []
-    for run_dir in list_runs(results_dir):
-        row = run_summary(_read_manifest(run_dir))
-        row["run_id"] = row["run_id"] or run_dir.name
-        if any(row[s] is None for s in STATUSES) and (run_dir / RECORDS).exists():
-            counts = Counter(r.status for r in load_records(run_dir / RECORDS))
-            row.update({s: counts.get(s, 0) for s in STATUSES})
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*SUMMARY_KEYS, *STATUSES])
-    return frame.sort_values(["started", "run_id"], na_position="first").reset_index(drop=True)
+    store = ResultsStore(results_dir)
+    if rebuild:
+        log.info("store: rebuilt from %d runs", store.rebuild())
+    elif synced := store.sync():
+        log.info("store: imported %s", ", ".join(synced))
+    return stored_runs(store)[[*RUN_FIELDS, *STATUSES]]
 
 
 def all_records(results_dir: Path) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from harness.errors import ConfigError
 from harness.executors import Executor, make_executor
 from harness.plan import Cell, load_suite, plan, read_yaml
 from harness.publish import publish
+from harness.results_store import ResultsStore
 from harness.schema import Suite
 from harness.stages.data import SuiteData
 from harness.store import RunStore, check_run_id, new_run_id
@@ -86,6 +87,7 @@ def _run(store: RunStore, suite: Suite, suite_path: Path, cells: list[Cell], cho
     counts = Counter(r.status for r in store.records())
     store.update_manifest(finished=now(), wall_seconds=wall, status_counts=dict(counts))
     publish(store.records(), store.dir, store.manifest())
+    ResultsStore(results_dir).ingest(store.dir)
     return RunSummary(store.dir, counts, wall)
 
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import headless_chromium
 
 from harness.publish.html import write_report
 from harness.records import Record
@@ -80,28 +79,12 @@ def test_report_without_ok_rows(tmp_path: Path) -> None:
     assert "<img" not in html and "broken" in html
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-
-def _headless(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = _chromium()
-    if binary is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    return subprocess.run([binary, *flags, *args], capture_output=True, text=True,
-                          timeout=180, check=True)
-
-
 def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
-    dom = _headless(tmp_path, "--dump-dom", report.as_uri()).stdout
+    dom = headless_chromium(tmp_path, "--dump-dom", report.as_uri()).stdout
     assert "<table>" in dom and "int8-dynamic" in dom and "Failed and skipped cells" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # stayed text after parsing
     assert "<script>" not in dom
     shot = tmp_path / "shot.png"
-    _headless(tmp_path, "--hide-scrollbars", "--window-size=1400,2400",
+    headless_chromium(tmp_path, "--hide-scrollbars", "--window-size=1400,2400",
               f"--screenshot={shot}", report.as_uri())
     assert shot.stat().st_size > 10_000

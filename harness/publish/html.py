@@ -14,21 +14,21 @@ from harness.publish import plots
 from harness.publish.fmt import display_table, task_heading
 from harness.publish.tables import (
     SECTION_DROP,
-    STATUSES,
     failures,
     glue_score,
     leaderboard,
     records_frame,
-    run_summary,
 )
 from harness.records import Record
+from harness.results_store import STATUSES, run_summary
 
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
 # no scripts, no fetches: only inline styles and data: images may load
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-_CSS = """
+# the report's stylesheet; the trend site (harness.site) builds on it
+CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;
  background:#f6f7f9}
 main{max-width:1600px;margin:0 auto;padding:24px 32px 48px}
@@ -140,7 +140,7 @@ def render_html(records: list[Record], manifest: dict[str, Any]) -> str:
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
         f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{escape(title)}</h1>", _metadata(manifest, records), nav,
         _plots(lb), _tables(lb, glue_score(df), failures(df)),
         "</main></body></html>", ""])
