@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -66,31 +68,71 @@ def _split_entry(entry: RawStep | list[RawStep]) -> list[RawStep]:
     return [entry]
 
 
-def _is_list_field(params: type[BaseModel], key: str) -> bool:
-    field = params.model_fields.get(key)
-    return field is not None and get_origin(field.annotation) is list
+def _takes_list(annotation: Any) -> bool:
+    """True when a parameter's type accepts a list (`list[int]`, `list[str] | None`)."""
+    origin = get_origin(annotation)
+    if origin is list:
+        return True
+    return origin in (Union, UnionType) and any(_takes_list(a) for a in get_args(annotation))
 
 
-def _expand_step(raw: RawStep, where: str) -> list[Step]:
-    """Validate one step's params; a list value for a non-list field is a sweep."""
+@dataclass(frozen=True)
+class RawSweep:
+    """One step entry before validation: fixed parameters and swept ones (name -> values).
+
+    A list is a sweep when the parameter does not take a list (`sparsity: [0.5, 0.8]`);
+    `sweep: {layers: [[0, 2], [1, 3]]}` sweeps any parameter, list-valued ones included.
+    """
+
+    name: str
+    fixed: dict[str, Any]
+    swept: dict[str, list[Any]]
+
+    @property
+    def count(self) -> int:
+        return math.prod(len(v) for v in self.swept.values())
+
+
+def _parse_step(raw: RawStep, where: str) -> RawSweep:
     name, kwargs = (raw, {}) if isinstance(raw, str) else (raw.get("name"), dict(raw))
     kwargs.pop("name", None)
     if not isinstance(name, str):
         raise ConfigError(f"{where}: a method step needs a 'name'")
     try:
-        info = METHODS.get(name)
+        params = METHODS.get(name).params
     except HarnessError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    swept = {k: v if isinstance(v, list) and not _is_list_field(info.params, k) else [v]
-             for k, v in kwargs.items()}
+    explicit = kwargs.pop("sweep", {})
+    if not isinstance(explicit, dict):
+        raise ConfigError(f"{where}.sweep: a mapping of parameter to a list of values, e.g. "
+                          "sweep: {layers: [[0, 2], [1, 3]]}")
+    for key, values in explicit.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.sweep.{key}: a list of values to sweep")
+        if key in kwargs:
+            raise ConfigError(f"{where}.sweep.{key}: also set outside sweep")
+    fixed, swept = {}, {}
+    for key, value in kwargs.items():
+        field = params.model_fields.get(key)
+        takes_list = field is not None and _takes_list(field.annotation)
+        if isinstance(value, list) and not takes_list:
+            swept[key] = value
+        else:
+            fixed[key] = value
+    return RawSweep(name, fixed, swept | explicit)
+
+
+def _expand_step(raw: RawSweep, where: str) -> list[Step]:
+    """Validate the parameters of every combination of the step's swept values."""
+    info = METHODS.get(raw.name)
     steps = []
-    for combo in itertools.product(*swept.values()):
-        chosen = dict(zip(swept, combo, strict=True))
+    for combo in itertools.product(*raw.swept.values()):
+        chosen = raw.fixed | dict(zip(raw.swept, combo, strict=True))
         try:
             params = info.params(**chosen)
         except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, f"{where}.{name}")[0]) from None
-        steps.append(Step(name, params, tuple(chosen.items()), info.level))
+            raise ConfigError(_format_errors(exc, f"{where}.{raw.name}")[0]) from None
+        steps.append(Step(raw.name, params, tuple(chosen.items()), info.level))
     return steps
 
 
@@ -113,26 +155,68 @@ def plan(suite: Suite, pipelines: list[Pipeline]) -> list[Cell]:
 
 
 def resolve_pipelines(suite: Suite) -> tuple[list[Pipeline], list[str]]:
-    """Expand the suite's method entries into pipelines; returns (pipelines, problems)."""
-    pipelines: list[Pipeline] = []
+    """Expand the suite's method entries into pipelines; returns (pipelines, problems).
+
+    The pipelines are counted before any is made: a suite over `max_cells` is refused.
+    """
+    parsed: list[tuple[str, list[RawSweep]]] = []
     problems: list[str] = []
     for i, entry in enumerate(suite.methods):
         where = f"methods.{i}"
         try:
-            options = [_expand_step(raw, f"{where}.{j}") for j, raw in enumerate(_split_entry(entry))]
+            parsed.append((where, [_parse_step(raw, f"{where}.{j}")
+                                   for j, raw in enumerate(_split_entry(entry))]))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    n = sum(math.prod(step.count for step in steps) for _, steps in parsed)
+    cells = len(suite.models) * len(suite.tasks) * n
+    if cells > suite.max_cells:
+        return [], problems + [
+            f"methods: {cells} cells ({len(suite.models)} models x {len(suite.tasks)} tasks x "
+            f"{n} pipelines) is more than max_cells ({suite.max_cells}); raise max_cells to "
+            "run them"]
+    pipelines: list[Pipeline] = []
+    for where, steps in parsed:
+        try:
+            options = [_expand_step(raw, f"{where}.{j}") for j, raw in enumerate(steps)]
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        for steps in itertools.product(*options):
-            levels = [s.level for s in steps]
+        problems += _suite_problems(options, suite, where)
+        for combo in itertools.product(*options):
+            levels = [s.level for s in combo]
             if "onnx" in levels and "torch" in levels[levels.index("onnx"):]:
                 problems.append(f"{where}: torch-level steps must come before ONNX-level steps")
                 break
-            pipelines.append(Pipeline(tuple(steps)))
+            pipelines.append(Pipeline(tuple(combo)))
     labels = [p.label for p in pipelines]
     problems += [f"methods: pipeline '{lab}' appears twice" for lab in sorted(set(labels))
                  if labels.count(lab) > 1]
     return pipelines, problems
+
+
+def _suite_problems(options: list[list[Step]], suite: Suite, where: str) -> list[str]:
+    """What each step's parameters say about the rest of the suite (e.g. a distill student)."""
+    found = {f"{where}.{j}.{step.name}.{key}: {problem}"
+             for j, steps in enumerate(options) for step in steps
+             for key, problem in step.params.suite_problems(suite.models).items()}
+    return sorted(found)
+
+
+def _length_problems(suite: Suite) -> list[str]:
+    """Sequence lengths longer than a model's position table."""
+    from harness.models import max_positions
+
+    problems = []
+    for name in suite.models:
+        limit = max_positions(name)
+        if limit is None:
+            continue
+        asked = [("finetune.max_seq_len", suite.finetune.max_seq_len)]
+        asked += [("timing.seq_lens", n) for n in suite.timing.seq_lens]
+        problems += [f"{where}: {n} is longer than model '{name}' takes ({limit} positions)"
+                     for where, n in asked if n > limit]
+    return problems
 
 
 def _format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -175,6 +259,8 @@ def check_suite(path: Path) -> tuple[Suite | None, list[Pipeline], list[str]]:
         problem = check_model_name(name)
         if problem:
             problems.append(f"models.{i}: {problem}")
+    if not any(p.startswith("models.") for p in problems):
+        problems += _length_problems(suite)
     return suite, pipelines, [f"{path}: {p}" for p in problems]
 
 

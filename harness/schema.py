@@ -4,14 +4,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
 from harness.tasks.spec import canonical_task
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys, and infinite or NaN numbers, are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    for v in values:
+        if values.count(v) > 1:
+            raise ValueError(f"{v!r} appears twice" if isinstance(v, str) else f"{v} appears twice")
+    return values
+
+
+Unique = AfterValidator(_unique)
 
 
 class FinetuneSpec(Strict):
@@ -21,7 +42,7 @@ class FinetuneSpec(Strict):
     lr: float = Field(5e-5, gt=0)
     batch_size: PositiveInt = 32
     max_seq_len: PositiveInt = 128
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_train_samples: PositiveInt | None = None
@@ -31,9 +52,9 @@ class FinetuneSpec(Strict):
 class TimingSpec(Strict):
     """How every ONNX model is timed; all of it is recorded with each measurement."""
 
-    providers: list[Literal["cpu", "cuda"]] = ["cpu"]
-    batch_sizes: list[PositiveInt] = [1]
-    seq_lens: list[PositiveInt] = [128]
+    providers: Annotated[list[Literal["cpu", "cuda"]], Field(min_length=1), Unique] = ["cpu"]
+    batch_sizes: Annotated[list[PositiveInt], Field(min_length=1), Unique] = [1]
+    seq_lens: Annotated[list[PositiveInt], Field(min_length=1), Unique] = [128]
     warmup: int = Field(5, ge=0)
     min_iterations: PositiveInt = 20
     min_seconds: float = Field(1.0, ge=0)
@@ -51,7 +72,14 @@ class TimingSpec(Strict):
     round_order: Literal["rotate", "shuffle"] = "rotate"  # shuffle: seeded with `seed`
     unstable_round_cv: float = Field(0.05, gt=0)  # spread of the per-round p50s that flags a row
     allow_spinning: bool = True  # onnxruntime's intra-op threads spin while waiting for work
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _seconds(self) -> TimingSpec:
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"min_seconds ({self.min_seconds}) must not exceed max_seconds "
+                             f"({self.max_seconds})")
+        return self
 
 
 class RaySpec(Strict):
@@ -88,10 +116,21 @@ class Suite(Strict):
     description: str = ""
     data_dir: Path | None = None
     data_source: Literal["auto", "local", "hub"] = "auto"
-    models: list[str] = Field(min_length=1)
+    models: Annotated[list[str], Field(min_length=1), Unique]
     tasks: list[TaskName] = Field(min_length=1)
-    methods: list[RawStep | list[RawStep]] = ["baseline"]
+    methods: list[RawStep | list[RawStep]] = Field(["baseline"], min_length=1)
     finetune: FinetuneSpec = FinetuneSpec()
     timing: TimingSpec = TimingSpec()
     executor: Literal["local", "ray"] = "local"
     ray: RaySpec = RaySpec()
+    max_cells: PositiveInt = 1000  # models x tasks x pipelines above this are refused
+
+    @field_validator("tasks", mode="wrap")
+    @classmethod
+    def _unique_tasks(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[str]:
+        tasks = handler(value)
+        for task in tasks:
+            if tasks.count(task) > 1:
+                raw = [str(v) for v, t in zip(value, tasks, strict=True) if t == task]
+                raise ValueError(f"'{task}' appears twice (as {', '.join(raw)})")
+        return tasks

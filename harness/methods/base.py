@@ -1,7 +1,7 @@
 """Method contract: a decorated factory taking a pydantic params model, returning a step."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -19,9 +19,13 @@ Level = Literal["torch", "onnx"]
 
 
 class MethodParams(BaseModel):
-    """Base for every method's parameters: unknown keys are errors."""
+    """Base for every method's parameters: unknown keys and non-finite numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def suite_problems(self, models: Sequence[str]) -> dict[str, str]:
+        """Problems with the suite around the step ({parameter: problem}); none by default."""
+        return {}
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Parameters of the built-in methods: plain pydantic models, so validating a suite needs no torch."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
@@ -18,6 +19,12 @@ class DistillParams(MethodParams):
     alpha_hard: float = Field(0.5, ge=0)
     alpha_cos: float = Field(0.0, ge=0)
     epochs: float | None = Field(None, ge=0)  # None: the suite's finetune.epochs
+
+    def suite_problems(self, models: Sequence[str]) -> dict[str, str]:
+        if self.student is not None and self.student not in models:
+            return {"student": f"'{self.student}' is not a model of this suite (its fine-tuned "
+                               f"baseline starts the student); models: {', '.join(models)}"}
+        return {}
 
     @model_validator(mode="after")
     def _check(self) -> DistillParams:

@@ -27,7 +27,8 @@ from harness.tasks.hub import hub_offline
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["CATALOGUE", "check_model_name", "describe_models", "load_model", "model_fingerprint"]
+__all__ = ["CATALOGUE", "check_model_name", "describe_models", "load_model", "max_positions",
+           "model_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,21 @@ def check_model_name(name: str) -> str | None:
     expected = (f"Expected one of {', '.join(sorted(CATALOGUE))}, a local directory"
                 " with config.json, or a hub id such as org/name.")
     return f"unknown model '{name}'. {did_you_mean(name, CATALOGUE, expected)}"
+
+
+def max_positions(name: str) -> int | None:
+    """The longest sequence a model takes, read without loading it (None when unknown: a hub
+    id, or a config without max_position_embeddings)."""
+    import json
+
+    if name in CATALOGUE:
+        return CATALOGUE[name].max_positions
+    config = Path(name).expanduser() / "config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def load_model(name: str, num_labels: int, *, cache_dir: Path, seed: int | None = None

@@ -26,6 +26,7 @@ class CatalogueEntry:
     source: str
     layers: int
     hidden: int
+    max_positions: int = 512  # the longest sequence it takes
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
