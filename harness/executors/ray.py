@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
@@ -136,59 +137,87 @@ class RayExecutor:
 
         self._init(runner)
         graph = StageGraph(runner, self._timing_options(runner))
-        pending: dict[Any, tuple[list[Cell], dict[Cell, list], dict[Cell, Any]]] = {}
+        pending = []
         for group in groups(cells):
             todo = {cell: runner.todo(cell, done) for cell in group}
             if any(todo.values()):
                 needed = [c for c in group if todo[c] or c.pipeline.label == BASELINE]
-                timed, built = graph.timed(needed, todo)
-                pending[timed] = (needed, todo, built)
+                pending.append(Group(needed, todo, {c: graph.built(c) for c in needed}))
         log.info("ray: %d groups, %d shared stages submitted", len(pending), len(graph.refs))
-        yield from self._collect(pending, runner)
+        yield from self._collect(pending, graph, runner)
 
-    def _collect(self, pending: dict[Any, tuple[list[Cell], dict[Cell, list], dict[Cell, Any]]],
-                 runner: CellRunner) -> Iterator[Record]:
+    def _collect(self, groups: list[Group], graph: StageGraph, runner: CellRunner
+                 ) -> Iterator[Record]:
+        """Submit a group's timing stage once all its builds are done (a lost build fails its
+        cell only), and yield each group's records as its timing stage finishes."""
         import ray
 
-        total, start, counts = len(pending), time.perf_counter(), Counter[str]()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cells, todo, built = pending.pop(ready[0])
+        builds = {ref: g for g in groups for ref in g.builds.values()}
+        timing: dict[Any, Group] = {}
+        total, start, counts = len(groups), time.perf_counter(), Counter[str]()
+        while builds or timing:
+            ready = ray.wait([*builds, *timing], num_returns=1)[0][0]
+            if ready in builds:
+                group = builds.pop(ready)
+                if not any(ref in builds for ref in group.builds.values()):
+                    group.resolve()
+                    timing[graph.timer.remote(graph.runner, group.cells, group.todo,
+                                              *group.results.values())] = group
+                continue
+            group = timing.pop(ready)
             try:
-                records = ray.get(ready[0])
+                records = ray.get(ready)
             except Exception as exc:  # noqa: BLE001 - a lost stage fails only its group
-                records = lost(runner, cells, todo, built, exc)
+                records = lost(runner, group, exc)
             counts.update(r.status for r in records)
-            finished = total - len(pending)
+            left = len({id(g) for g in [*builds.values(), *timing.values()]})
             elapsed = time.perf_counter() - start
             log.info("ray: %d/%d groups done, %d running or queued, records %s, ETA %.0fs",
-                     finished, total, len(pending), dict(counts),
-                     elapsed / finished * len(pending))
+                     total - left, total, left, dict(counts),
+                     elapsed / max(total - left, 1) * left)
             yield from records
 
 
-def lost(runner: CellRunner, cells: list[Cell], todo: dict[Cell, list], built: dict[Cell, Any],
-         exc: Exception) -> list[Record]:
+@dataclass
+class Group:
+    """A (model, task) group on its way: build refs, then their results, then records."""
+
+    cells: list[Cell]
+    todo: dict[Cell, list]
+    builds: dict[Cell, Any]  # cell -> ref of its build stage
+    results: dict[Cell, BuildResult] = field(default_factory=dict)
+
+    def resolve(self) -> None:
+        """Each build's result; a build lost after its retries is a failed build."""
+        import ray
+
+        from harness.cell import BuildResult
+        from harness.errors import one_line
+
+        for cell, ref in self.builds.items():
+            try:
+                self.results[cell] = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the build (or a stage before it) was lost
+                error = one_line(root_cause(exc))
+                log.error("%s: build stage lost after retries: %s", cell.label, error)
+                self.results[cell] = BuildResult(None, "failed", error)
+
+
+def lost(runner: CellRunner, group: Group, exc: Exception) -> list[Record]:
     """Failed records for a group whose timing stage was lost after its retries (its worker
     died); a cell whose build failed keeps that failure."""
-    import ray
-
-    from harness.cell import BuildResult
+    from harness.cell import group_label
     from harness.errors import one_line
 
+    error = one_line(root_cause(exc))
+    log.error("%s: time stage lost after retries: %s", group_label(group.cells), error)
     records = []
-    for cell in cells:
-        try:
-            result, stage, error = ray.get(built[cell]), "time", exc
-        except Exception as build_exc:  # noqa: BLE001 - the build (or a stage before it) was lost
-            result, stage, error = BuildResult(None), "build", build_exc
-        if result.built is None and result.status != "ok":
-            records += runner.time({cell: result}, {cell: todo[cell]})
-            continue
-        message = one_line(root_cause(error))
-        log.error("%s: %s stage lost after retries: %s", cell.label, stage, message)
-        records += [runner.record(cell, s, result.built, status="failed", error=message,
-                                  stage=stage) for s in todo[cell]]
+    for cell, result in group.results.items():
+        if result.built is None:
+            records += runner.time({cell: result}, {cell: group.todo[cell]})
+        else:
+            records += [runner.record(cell, s, result.built, status="failed", error=error,
+                                      stage="time") for s in group.todo[cell]]
     return records
 
 
@@ -210,10 +239,9 @@ class StageGraph:
         self.timer = ray.remote(_time).options(**timing, max_retries=spec.max_retries)
         self.refs: dict[tuple, Any] = {}
 
-    def timed(self, cells: list[Cell], todo: dict[Cell, list]) -> tuple[Any, dict[Cell, Any]]:
-        """Refs of a group's timing stage (its records) and of each cell's build."""
-        built = {c: self.build.remote(self.runner, c, self.exported(c)) for c in cells}
-        return self.timer.remote(self.runner, cells, todo, *built.values()), built
+    def built(self, cell: Cell) -> Any:
+        """Ref of the cell's build (ONNX steps and evaluation) after its shared stages."""
+        return self.build.remote(self.runner, cell, self.exported(cell))
 
     def _once(self, key: tuple, submit: Callable[[], Any]) -> Any:
         if key not in self.refs:

@@ -55,6 +55,7 @@ class Stages:
         return finetuned(self.ctx, model, task)
 
     def torch_steps(self, cell: Cell, notes: list[str]) -> tuple[Path, str]:
+        """The cell's fine-tune and torch steps (the Ray executor runs them as shared stages)."""
         return torch_steps(self.ctx, cell, notes)
 
     def exported(self, cell: Cell, torch_dir: Path, torch_key: str) -> tuple[Path, str]:
