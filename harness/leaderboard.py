@@ -22,6 +22,14 @@ _MB = 1e6
 # columns the per-task sections leave out (in the heading, or in the CSV only)
 SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage")
 _ALWAYS = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
+# shown inside the metric and Δ metric cells, not as columns of their own
+_FOLDED = ("metric_ci_low", "metric_ci_high", "delta_significant")
+NOT_SIGNIFICANT = "n.s."
+UNCERTAINTY_NOTE = (
+    "[low, high] is the metric's 95% bootstrap interval over dev examples; p (Δ) is the "
+    "paired test of the delta against the baseline on the same examples (exact McNemar for "
+    "accuracy, paired permutation otherwise); a Δ marked n.s. is not significant after "
+    "Benjamini-Hochberg (FDR 5%) over the run's (model, task, variant) tests.")
 
 # leaderboard column -> header shown in Markdown and HTML tables
 DISPLAY = {
@@ -32,11 +40,12 @@ DISPLAY = {
     "nonzero_params": "nonzero", "onnx_mb": "ONNX MB", "onnx_zip_mb": "zip MB",
     "size_ratio": "size ×", "gflops_per_s": "GFLOP/s", "efficiency": "efficiency",
     "unstable": "unstable", "pareto": "Pareto", "status": "status",
-    "glue_score": "GLUE score", "n_tasks": "n tasks",
+    "glue_score": "GLUE score", "n_tasks": "n tasks", "delta_p": "p (Δ)",
 }
 # the columns of leaderboard(), in order
 COLUMNS = [
-    *CELL, "metric_name", "metric", "metric_delta", "latency_p50_ms", "latency_p90_ms",
+    *CELL, "metric_name", "metric", "metric_ci_low", "metric_ci_high", "metric_delta",
+    "delta_p", "delta_significant", "latency_p50_ms", "latency_p90_ms",
     "speedup", "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb",
     "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
     "onnx_bytes", "error", "stage",
@@ -71,6 +80,10 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     df = df.drop_duplicates(CELL, keep="last")
     out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "metric_name"]})
     out["metric"] = df["metric_value"].astype("float64") * 100
+    out["metric_ci_low"] = df["metric_ci_low"].astype("float64") * 100
+    out["metric_ci_high"] = df["metric_ci_high"].astype("float64") * 100
+    out["delta_p"] = df["delta_p_value"].astype("float64")
+    out["delta_significant"] = df["delta_significant"].astype("boolean")
     out["latency_p50_ms"] = df["latency_ms_p50"].astype("float64")
     out["latency_p90_ms"] = df["latency_ms_p90"].astype("float64")
     for col in ("throughput_per_s", "params", "nonzero_params", "gflops_per_s", "efficiency"):
@@ -105,7 +118,7 @@ def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
     out["speedup"] = _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(same_machine)
     out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
     ok = out["status"] == "ok"
-    for col in ("metric_delta", "speedup", "size_ratio"):
+    for col in ("metric_delta", "delta_p", "speedup", "size_ratio"):
         out.loc[~ok, col] = np.nan
     return out
 
@@ -167,7 +180,7 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(value: object, col: str) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     if col in ("unstable", "pareto"):
         return ("yes" if col == "unstable" else "★") if bool(value) else ""
@@ -204,11 +217,36 @@ def display_table(frame: pd.DataFrame, drop: Iterable[str] = (), compact: bool =
 
     compact leaves out optional columns with no value in any row (e.g. GFLOP/s on CPU-only runs).
     """
-    cols = [c for c in frame.columns if c not in set(drop)]
+    cols = [c for c in frame.columns if c not in {*drop, *_FOLDED}]
     if compact:
         cols = [c for c in cols if c in _ALWAYS or _has_value(frame[c])]
-    shown = pd.DataFrame({DISPLAY.get(c, c): [_fmt(v, c) for v in frame[c]] for c in cols})
+    values = {c: [_fmt(v, c) for v in frame[c]] for c in cols}
+    if "metric" in values and {"metric_ci_low", "metric_ci_high"} <= set(frame.columns):
+        values["metric"] = [_with_interval(text, lo, hi) for text, lo, hi in zip(
+            values["metric"], frame["metric_ci_low"], frame["metric_ci_high"])]
+    if "metric_delta" in values and "delta_significant" in frame.columns:
+        values["metric_delta"] = [_mark_delta(text, sig) for text, sig in zip(
+            values["metric_delta"], frame["delta_significant"])]
+    shown = pd.DataFrame({DISPLAY.get(c, c): values[c] for c in cols})
     return shown.astype(object)
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _with_interval(text: str, low: object, high: object) -> str:
+    """'82.60 [78.92, 86.03]': the metric with its 95% bootstrap interval."""
+    if _missing(low) or _missing(high) or text == "–":
+        return text
+    return f"{text} [{low:.2f}, {high:.2f}]"
+
+
+def _mark_delta(text: str, significant: object) -> str:
+    """A delta that Benjamini-Hochberg does not call significant is marked 'n.s.'."""
+    if _missing(significant) or text == "–" or bool(significant):
+        return text
+    return f"{text} {NOT_SIGNIFICANT}"
 
 
 def write_tables(records: Iterable[Record], run_dir: Path) -> tuple[Path, Path]:

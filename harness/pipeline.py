@@ -13,7 +13,7 @@ import numpy as np
 
 from harness import export as onnx_export
 from harness.cache import ArtifactCache, content_key
-from harness.config import Pipeline, Step, Suite
+from harness.config import FinetuneSpec, Pipeline, Step, Suite
 from harness.evaluation import evaluate_logits, onnx_logits, predictions_from_logits
 from harness.methods import METHODS, MethodContext
 from harness.tasks import TaskData, get_task, load_split
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # code rebuilds what it made and nothing else.
 STAGE_MODULES = {
     "finetune": ("harness.train", "harness.models", "harness.models.catalogue",
-                 "harness.models.minilm_l3"),
+                 "harness.models.minilm_l3", "harness.models.pooling"),
     "export": ("harness.export", "harness.optimize"),
     "evaluate": ("harness.evaluation", "harness.metrics", "harness.tasks.local"),
     "flops": ("harness.timing.roofline",),
@@ -89,6 +89,13 @@ def train_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def train_precision(ft: FinetuneSpec) -> str:
+    """The precision fine-tunes run at on this machine ('auto' resolved), for keys and records."""
+    from harness.train import resolve_precision
+
+    return resolve_precision(ft.precision, train_device())
+
+
 def _save_torch(model: Any, tokenizer: Any, out: Path) -> None:
     import torch
 
@@ -130,18 +137,21 @@ class Stages:
         ft = self.suite.finetune
         key = content_key("finetune", stage_version("finetune"),
                           {"model": model_fingerprint(model), "task": task,
-                           "data": self._data_id(task, "train"), "finetune": ft.model_dump()})
+                           "data": self._data_id(task, "train"), "finetune": ft.model_dump(),
+                           "precision": train_precision(ft)})
 
         def build(out: Path) -> dict[str, Any]:
             import torch
 
             torch.manual_seed(ft.seed)
-            net, tok = load_model(model, spec.num_labels, cache_dir=self.cache.root)
+            net, tok = load_model(model, spec.num_labels, cache_dir=self.cache.root,
+                                  pooling=ft.pooling)
             net.to(train_device())
             train = self.split(task, "train")
             log_ = finetune(net, tok, train, ft, spec, desc=f"fine-tune {model} {task}")
             _save_torch(net, tok, out)
-            return {"train_examples": len(train), "train_log": _plain(log_)}
+            return {"train_examples": len(train), "train_log": _plain(log_),
+                    "train_precision": log_.precision, "train_seconds": log_.seconds}
 
         path, _ = self.cache.get_or_build("finetune", key, build, f"{model} {task}")
         return path, key
@@ -166,7 +176,8 @@ class Stages:
                     notes: list[str]) -> tuple[Path, str]:
         info = METHODS.get(step.name)
         config = {"params": step.params.model_dump(mode="json"),
-                  "finetune": self.suite.finetune.model_dump(), "teacher": teacher_dir.name}
+                  "finetune": self.suite.finetune.model_dump(), "teacher": teacher_dir.name,
+                  "precision": train_precision(self.suite.finetune)}
         key = content_key(f"method:{step.name}", method_version(step), config, [src_key])
 
         def build(out: Path) -> dict[str, Any]:
@@ -288,7 +299,27 @@ class Stages:
         spec = get_task(cell.task)
         info["metric_name"] = spec.main_metric
         info["metric_value"] = info.get(spec.main_metric)
+        ft_info = self.cache.info(self.finetuned(cell.model, cell.task)[0])
+        info["train_precision"] = ft_info.get("train_precision", "fp32")
+        info |= self._uncertainty(cell, info)
         return Built(onnx_path, export_dir, key, info)
+
+    def _uncertainty(self, cell: Cell, info: dict[str, Any]) -> dict[str, Any]:
+        """The main metric's 95% bootstrap interval and, for a method, the paired test of its
+        delta against the baseline of the same model and task on the same dev examples."""
+        from harness.significance import bootstrap_ci, paired_test
+
+        metric = get_task(cell.task).main_metric
+        preds_path = Path(info["predictions_path"])
+        preds = np.load(preds_path)
+        labels = np.load(preds_path.with_name("labels_dev.npy"))
+        low, high = bootstrap_ci(preds, labels, metric)
+        out: dict[str, Any] = {"metric_ci_low": low, "metric_ci_high": high}
+        if cell.pipeline.steps:
+            base = self.build(Cell(cell.model, cell.task, Pipeline(())))
+            test = paired_test(preds, np.load(base.info["predictions_path"]), labels, metric)
+            out |= {"delta_p_value": test.p_value, "delta_test": test.test}
+        return out
 
     def _data_id(self, task: str, split: str) -> dict[str, Any]:
         ft = self.suite.finetune

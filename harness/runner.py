@@ -164,6 +164,7 @@ def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
     """Run or resume a suite; bad input raises before anything is written."""
     from harness.executors import make_executor
     from harness.publish import publish
+    from harness.significance import fdr_updates
     from harness.timing.env import environment, machine_fingerprint
 
     suite, pipelines = load_suite(suite_path)
@@ -180,6 +181,8 @@ def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
                         store.dir.name, env, machine)
     start = time.perf_counter()
     for record in chosen.run(cells, runner, store.finished_keys()):
+        store.append(record)
+    for record in fdr_updates(store.records()):  # BH needs every delta of the run
         store.append(record)
     wall = round(time.perf_counter() - start, 1)
     counts = Counter(r.status for r in store.records())

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare import (bootstrap_ratio, compare_runs, mcnemar_exact, paired_bootstrap,
-                             parse_threshold)
+from harness.compare import bootstrap_ratio, compare_runs, paired_bootstrap, parse_threshold
 from harness.errors import ConfigError, HarnessError
 from harness.records import Record
 
@@ -66,17 +65,6 @@ def test_bootstrap_is_seeded() -> None:
     assert bootstrap_ratio(a, b, seed=0) == bootstrap_ratio(a, b, seed=0)
 
 
-def test_mcnemar_exact_on_fixed_table() -> None:
-    # 10 pairs only the baseline got right, 2 only the new model, 30 both, 8 neither
-    base = [True] * 10 + [False] * 2 + [True] * 30 + [False] * 8
-    new = [False] * 10 + [True] * 2 + [True] * 30 + [False] * 8
-    b, c, p = mcnemar_exact(new, base)
-    assert (b, c) == (10, 2)
-    # two-sided exact binomial: 2 * (C(12,10) + C(12,11) + C(12,12)) / 2**12
-    assert p == pytest.approx(2 * (66 + 12 + 1) / 4096)
-    assert mcnemar_exact(base, base)[2] == 1.0
-
-
 def test_paired_metric_drop_is_a_regression() -> None:
     labels = np.array([0, 1] * 100)
     base_pred = labels.copy()
@@ -86,12 +74,12 @@ def test_paired_metric_drop_is_a_regression() -> None:
     cmp = compare_runs([rec([], metric=0.85)], [rec([], metric=1.0)], thresholds=THRESHOLDS,
                        predictions={key: (new_pred, base_pred, labels)})
     cell = cmp.cells[0]
-    assert cell.metric_test == "mcnemar" and cell.metric_p < 1e-6
+    assert cell.metric_test == "mcnemar-exact" and cell.metric_p < 1e-6
     assert cell.metric_delta == pytest.approx(-15.0)
     assert [t for _, t, _ in cmp.regressions] == ["metric:-0.5"]
 
 
-def test_regression_task_uses_paired_bootstrap() -> None:
+def test_regression_task_uses_permutation_test_and_bootstrap_interval() -> None:
     rng = np.random.default_rng(0)
     labels = rng.uniform(0, 5, 300)
     good, bad = labels + rng.normal(0, 0.3, 300), labels + rng.normal(0, 2.0, 300)
@@ -103,7 +91,8 @@ def test_regression_task_uses_paired_bootstrap() -> None:
     cmp = compare_runs([rec([], task="stsb", metric_name="pearson", metric=0.8)],
                        [rec([], task="stsb", metric_name="pearson", metric=0.95)],
                        thresholds=THRESHOLDS, predictions={key: (bad, good, labels)})
-    assert cmp.cells[0].metric_test == "paired-bootstrap"
+    assert cmp.cells[0].metric_test == "permutation" and cmp.cells[0].metric_p < 0.01
+    assert cmp.cells[0].metric_ci is not None and cmp.cells[0].metric_ci.high < 0
     assert [t for _, t, _ in cmp.regressions] == ["metric:-0.5"]
 
 

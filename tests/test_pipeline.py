@@ -36,6 +36,15 @@ def test_run_records_every_cell_and_resumes(tmp_path: Path, tiny_glue_dir: Path,
     pruned = next(r for r in records if r.variant == "prune-structured")
     base = next(r for r in records if r.variant == "baseline")
     assert pruned.params < base.params and pruned.onnx_bytes < base.onnx_bytes
+    from harness.pipeline import train_precision
+    from harness.config import FinetuneSpec
+
+    for r in records:  # the precision 'auto' chose on this machine is recorded
+        assert r.train_precision == train_precision(FinetuneSpec())
+        assert r.metric_ci_low <= r.metric_value <= r.metric_ci_high
+    assert base.delta_p_value is None and base.delta_significant is None
+    assert 0 < pruned.delta_p_value <= 1 and pruned.delta_test == "mcnemar-exact"
+    assert isinstance(pruned.delta_significant, bool)  # set by BH once every cell was run
     for name in ("leaderboard.md", "leaderboard.csv", "report.html", "benchmark.json",
                  "manifest.json", "suite.yaml"):
         assert (summary.run_dir / name).exists(), name

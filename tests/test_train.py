@@ -4,13 +4,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import make_tiny_bert
 from harness.config import FinetuneSpec
 from harness.tasks.spec import TaskData, get_task
-from harness.train import encode, finetune, predict
+from harness import train
+from harness.train import encode, finetune, predict, resolve_precision
 
 FILLER = "the a it this that he she they said".split()
 
@@ -105,3 +107,33 @@ def test_kd_with_teacher_runs(tiny_bert_dir):
     assert log.steps == 4 and np.isfinite(log.mean_loss)
     assert all(torch.equal(frozen[k], v) for k, v in teacher.state_dict().items())
     assert not teacher.training
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("fp32", "cpu") == "fp32"  # an explicit choice wins
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_finetune_runs_the_forward_under_the_precision_it_reports(tiny_bert_dir, precision):
+    model, tok = _load(tiny_bert_dir)
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    spec = FinetuneSpec(epochs=1, lr=1e-3, batch_size=8, max_seq_len=32, precision=precision)
+    log = finetune(model, tok, toy(16), spec, get_task("sst2"))
+    assert log.precision == precision
+    assert seen and all(s == (precision == "bf16") for s in seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_length_grouped_batches_cover_every_example_once_per_epoch():
+    lengths = list(np.random.default_rng(0).integers(5, 100, 500))
+    batches = train._batch_order(500, 10, 50, seed=1, lengths=lengths)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
+    plain = train._batch_order(500, 10, 50, seed=1)
+    assert spread < 0.5 * np.mean([np.ptp([lengths[i] for i in b]) for b in plain])

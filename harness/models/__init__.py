@@ -64,13 +64,26 @@ def check_model_name(name: str) -> str | None:
                   " with config.json, or a hub id such as org/name.")
 
 
-def load_model(name: str, num_labels: int, *,
-               cache_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(name: str, num_labels: int, *, cache_dir: Path,
+               pooling: str = "cls") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A fresh AutoModelForSequenceClassification (head seeded by the caller) and its tokenizer.
 
     num_labels=1 gives a regression head. Catalogue keys load offline from packaged files
-    (minilm-l3 is converted once into `cache_dir/models`).
+    (minilm-l3 is converted once into `cache_dir/models`). pooling='mean' puts the head on the
+    mean of the token states (harness.models.pooling) instead of BERT's [CLS] pooler.
     """
+    model, tokenizer = _load(name, num_labels, cache_dir)
+    if pooling == "mean":
+        from harness.models.pooling import to_mean_pooling
+
+        model = to_mean_pooling(model)
+    elif pooling != "cls":
+        raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+    return model, tokenizer
+
+
+def _load(name: str, num_labels: int,
+          cache_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     problem = check_model_name(name)
     if problem:
         raise ModelError(problem)

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from harness.history import STATUSES, run_summary
-from harness.leaderboard import (SECTION_DROP, display_table, failures, glue_score,
-                                 leaderboard, records_frame, task_heading)
+from harness.leaderboard import (SECTION_DROP, UNCERTAINTY_NOTE, display_table, failures,
+                                 glue_score, leaderboard, records_frame, task_heading)
 from harness.records import Record
 from harness.report import plots
 
@@ -107,7 +107,8 @@ def _tables(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
              "<p class='note'>metric in points (×100). Δ metric, speedup (baseline p50 / p50) and "
              "size × (ONNX bytes / baseline's) are relative to the baseline of the same model, "
              "task, provider, batch and sequence length. Highlighted rows (★) are on the Pareto "
-             "front; an orange edge marks unstable timings.</p>"]
+             "front; an orange edge marks unstable timings. "
+             f"{escape(UNCERTAINTY_NOTE)}</p>"]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"<h3>{escape(task_heading(rows))}</h3>", _table(shown, _row_classes(rows))]

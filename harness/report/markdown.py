@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.leaderboard import SECTION_DROP, display_table, task_heading
+from harness.leaderboard import SECTION_DROP, UNCERTAINTY_NOTE, display_table, task_heading
 
 _MAX_CELL = 300
 
@@ -32,7 +32,7 @@ def render_markdown(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -
              "metric in points (×100); Δ metric, speedup (baseline p50 / p50) and size "
              "(ONNX bytes / baseline's) are relative to the baseline of the same model, task, "
              "provider, batch and sequence length; ★ marks the accuracy/latency Pareto front "
-             "of each task and timing setting.", ""]
+             "of each task and timing setting. " + UNCERTAINTY_NOTE, ""]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"## {md_cell(task_heading(rows))}", "", md_table(shown), ""]
