@@ -6,18 +6,19 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness.nn import KDLoss
+
 if TYPE_CHECKING:
-    from harness.config import FinetuneSpec
-    from harness.methods.distill import KDLoss
+    from harness.schema import FinetuneSpec
     from harness.tasks.spec import TaskData, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,6 @@ def finetune(
         return TrainLog(0, len(data), spec.epochs, float("nan"), float("nan"), 0.0,
                         precision="fp32")
     if teacher is not None and kd is None:
-        from harness.methods.distill import KDLoss
-
         kd = KDLoss()
     features = _tokenize(tokenizer, data, spec.max_seq_len)
     labels = torch.tensor(data.labels)

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import suite_file
 
-from harness.runner import run_suite
+from harness.run import run_suite
+from harness.schema import FinetuneSpec
+from harness.stages.artifacts import train_precision
 from harness.store import RunStore
 
 
@@ -36,9 +37,6 @@ def test_run_records_every_cell_and_resumes(tmp_path: Path, tiny_glue_dir: Path,
     pruned = next(r for r in records if r.variant == "prune-structured")
     base = next(r for r in records if r.variant == "baseline")
     assert pruned.params < base.params and pruned.onnx_bytes < base.onnx_bytes
-    from harness.pipeline import train_precision
-    from harness.config import FinetuneSpec
-
     for r in records:  # the precision 'auto' chose on this machine is recorded
         assert r.train_precision == train_precision(FinetuneSpec())
         assert r.metric_ci_low <= r.metric_value <= r.metric_ci_high

@@ -8,8 +8,15 @@ import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from harness.records import Record
-from harness.significance import (benjamini_hochberg, bootstrap_ci, fdr_updates, mcnemar_exact,
-                                  metric_fn, paired_test, permutation_test)
+from harness.significance import (
+    benjamini_hochberg,
+    bootstrap_ci,
+    fdr_updates,
+    mcnemar_exact,
+    metric_fn,
+    paired_test,
+    permutation_test,
+)
 
 
 def test_mcnemar_exact_on_fixed_table() -> None:
