@@ -7,8 +7,9 @@ the ratio new / baseline with a 95% interval between rounds and runs. p-values a
 cells are adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is a change
 both significant and beyond its threshold. With several baseline runs, the spread between
 them is a noise floor: a change smaller than it is not a regression.
-Metric: delta in points, tested once per (model, task, variant) with McNemar's exact test
-(classification) or a paired bootstrap (regression) when per-example predictions are given;
+Metric: delta in points, tested once per (model, task, variant) on per-example predictions when both runs have them with the
+same tests as the leaderboard (harness.significance: exact McNemar where the metric is accuracy,
+a paired permutation test otherwise; regression deltas also get a paired-bootstrap interval);
 otherwise reported unpaired.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scipy import stats
 from harness.errors import ConfigError, HarnessError, first_line
 from harness.publish.markdown import md_table
 from harness.records import Record, resolve_stored_path
+from harness.significance import paired_test
 from harness.timing.rounds import round_stat
 
 log = logging.getLogger(__name__)
@@ -137,15 +139,6 @@ def welch_ratio(new: Sequence[float], base_runs: Sequence[Sequence[float]]) -> L
                        float(res.pvalue), len(a), len(b), floor)
 
 
-def mcnemar_exact(correct_new: Sequence[bool], correct_base: Sequence[bool]
-                  ) -> tuple[int, int, float]:
-    """Discordant counts (base right/new wrong, new right/base wrong) and the exact p-value."""
-    new, base = np.asarray(correct_new, bool), np.asarray(correct_base, bool)
-    b, c = int((base & ~new).sum()), int((new & ~base).sum())
-    p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
-    return b, c, p
-
-
 def _corr(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     """Row-wise Pearson or Spearman correlation of 2-D arrays."""
     if metric == "spearmanr":
@@ -158,7 +151,9 @@ def _corr(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
 def paired_bootstrap(pred_new: Sequence[float], pred_base: Sequence[float],
                      labels: Sequence[float], metric: str = "pearson", n_boot: int = 2000,
                      seed: int = 0) -> tuple[Interval, float]:
-    """Metric difference new - base in points, examples resampled jointly; CI and p-value."""
+    """Metric difference new - base in points, examples resampled jointly; CI and p-value.
+
+    `compare` takes only the interval; its p-value comes from `significance.paired_test`."""
     pn, pb, y = (np.asarray(v, dtype=float) for v in (pred_new, pred_base, labels))
     rng = np.random.default_rng(seed)
     diffs = []
@@ -182,7 +177,7 @@ class CellComparison:
     latency: dict[str, LatencyTest] = field(default_factory=dict)  # latency field -> test
     metric_name: str | None = None
     metric_delta: float | None = None  # points, new - baseline
-    metric_test: str | None = None  # mcnemar | paired-bootstrap | unpaired
+    metric_test: str | None = None  # mcnemar-exact | permutation | unpaired
     metric_p: float | None = None
     metric_ci: Interval | None = None
 
@@ -287,14 +282,12 @@ def _metric(cell: CellComparison, new: Record, base: Record,
     cell.metric_delta = (new.metric_value - base.metric_value) * 100
     if preds is None:
         cell.metric_test = "unpaired"
-    elif new.metric_name in REGRESSION_METRICS:
-        cell.metric_ci, cell.metric_p = paired_bootstrap(*preds, metric=new.metric_name,
-                                                         n_boot=n_boot, seed=seed)
-        cell.metric_test = "paired-bootstrap"
-    else:
-        pred_new, pred_base, labels = (np.asarray(v) for v in preds)
-        _, _, cell.metric_p = mcnemar_exact(pred_new == labels, pred_base == labels)
-        cell.metric_test = "mcnemar"
+        return
+    test = paired_test(*preds, metric=new.metric_name or "accuracy", seed=seed)
+    cell.metric_test, cell.metric_p = test.test, test.p_value
+    if new.metric_name in REGRESSION_METRICS:
+        cell.metric_ci, _ = paired_bootstrap(*preds, metric=new.metric_name, n_boot=n_boot,
+                                             seed=seed)
 
 
 def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | None:

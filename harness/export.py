@@ -1,8 +1,10 @@
 """ONNX export through optimum-onnx, and the PyTorch-vs-ONNX parity check."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     from optimum.exporters.onnx import onnx_export_from_model
 
     model.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _library_class(model):
         warnings.simplefilter("ignore")
         onnx_export_from_model(model, out_dir, task="text-classification", do_validation=False,
                                preprocessors=[tokenizer] if tokenizer is not None else None)
@@ -29,6 +31,23 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     if tokenizer is not None:  # optimum copies it only from config._name_or_path, if it exists
         tokenizer.save_pretrained(out_dir)
     return path
+
+
+@contextlib.contextmanager
+def _library_class(model: Any) -> Iterator[None]:
+    """optimum picks its exporter by the module of the model's class: for the duration of the
+    export, a harness subclass of a transformers model (e.g. the mean-pooling head) is given a
+    subclass named in its transformers base's module; its forward is unchanged."""
+    cls = type(model)
+    base = next((c for c in cls.__mro__ if c.__module__.startswith("transformers.")), None)
+    if base is None or base is cls:
+        yield
+        return
+    model.__class__ = type(cls.__name__, (cls,), {"__module__": base.__module__})
+    try:
+        yield
+    finally:
+        model.__class__ = cls
 
 
 def torch_logits(model: Any, tokenizer: Any, data: TaskData, max_len: int,

@@ -49,6 +49,15 @@ class Record(BaseModel):
     # per-example dev predictions (.npy) for paired tests, relative to the results directory
     predictions_path: str | None = None
     eval_digest: str | None = None  # content of the dev examples evaluated (paired tests)
+    # uncertainty of the main metric (harness.significance): 95% seeded bootstrap over dev
+    # examples; for a method, the paired test of its delta against the same model and task's
+    # baseline and whether it survives Benjamini-Hochberg over the run's (model, task, variant)s
+    metric_ci_low: float | None = None
+    metric_ci_high: float | None = None
+    delta_p_value: float | None = None
+    delta_test: str | None = None  # 'mcnemar-exact' or 'permutation'
+    delta_significant: bool | None = None
+    train_precision: str | None = None  # 'bf16' (autocast) or 'fp32': how fine-tunes ran
     # export parity (PyTorch vs ONNX on dev examples)
     parity_agreement: float | None = None
     parity_max_abs_diff: float | None = None

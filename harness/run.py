@@ -17,6 +17,7 @@ from harness.plan import Cell, load_suite, plan, read_yaml
 from harness.publish import publish
 from harness.results_store import ResultsStore
 from harness.schema import Suite
+from harness.significance import fdr_updates
 from harness.stages.data import SuiteData
 from harness.store import RunStore, check_run_id, new_run_id
 from harness.tasks import resolve_data_dir
@@ -83,6 +84,8 @@ def _run(store: RunStore, suite: Suite, suite_path: Path, cells: list[Cell], cho
         log.error("run %s aborted (%s); resume it with --run-id %s", store.dir.name,
                   type(exc).__name__, store.dir.name)
         raise
+    for record in fdr_updates(store.records()):  # BH needs every delta of the run
+        store.append(record)
     wall = round(time.perf_counter() - start, 1)
     counts = Counter(r.status for r in store.records())
     store.update_manifest(finished=now(), wall_seconds=wall, status_counts=dict(counts))

@@ -47,6 +47,11 @@ class FinetuneSpec(Strict):
     weight_decay: float = Field(0.01, ge=0)
     max_train_samples: PositiveInt | None = None
     max_eval_samples: PositiveInt | None = None
+    # auto: bf16 autocast where the CPU/GPU computes bf16 natively, else fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    group_by_length: bool = False  # batches of similar lengths (less padding trained)
+    # classification head on [CLS] through BERT's pooler, or on the mean of the token states
+    pooling: Literal["cls", "mean"] = "cls"
 
 
 class TimingSpec(Strict):

@@ -1,11 +1,14 @@
 """A small seeded PyTorch fine-tuning loop (optionally with knowledge distillation) and prediction."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +42,7 @@ class TrainLog:
     mean_loss: float
     seconds: float
     loss_curve: list[float] = field(default_factory=list)  # mean loss per logging window
+    precision: str = "fp32"  # 'bf16' when the forward ran under bf16 autocast
 
 
 def _collate(features: Features, idx: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -98,14 +102,62 @@ def _optimizer(model: torch.nn.Module, spec: FinetuneSpec, total: int) -> tuple[
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _batch_order(n: int, batch_size: int, total: int, seed: int) -> list[np.ndarray]:
-    """Index batches over as many seeded shuffled epochs as `total` steps need."""
+GROUP_FACTOR = 50  # length-grouped batches are sorted within windows of this many batches
+
+
+def _batch_order(n: int, batch_size: int, total: int, seed: int,
+                 lengths: list[int] | None = None) -> list[np.ndarray]:
+    """Index batches over as many seeded shuffled epochs as `total` steps need.
+
+    With `lengths`, each epoch's shuffled order is cut into windows of GROUP_FACTOR batches,
+    each window is sorted by length (so a batch pads to similar lengths) and the batches are
+    shuffled again: less padding is trained while every epoch still sees every example once.
+    """
     rng = np.random.default_rng(seed)
     batches: list[np.ndarray] = []
     while len(batches) < total:
         perm = rng.permutation(n)
-        batches += [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+        if lengths is None:
+            batches += [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+            continue
+        window = batch_size * GROUP_FACTOR
+        epoch = []
+        for w in range(0, n, window):
+            chunk = perm[w:w + window]
+            chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+            epoch += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [epoch[i] for i in rng.permutation(len(epoch))]
     return batches[:total]
+
+
+@cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), as torch detects it."""
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'bf16' or 'fp32': 'auto' picks bf16 autocast where the device computes bf16 natively."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for 'bf16' (weights and optimizer stay fp32), nothing for 'fp32'."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def finetune(
@@ -123,6 +175,9 @@ def finetune(
 ) -> TrainLog:
     """Train `model` in place for spec.epochs (may be fractional) and leave it in eval mode.
 
+    The forward and loss run under bf16 autocast when `spec.precision` resolves to bf16 (the
+    precision used is in the returned log); batches are length-grouped if spec.group_by_length.
+
     `spec.max_train_samples` is honoured here (a seeded subset; idempotent if the caller already
     took one). With a teacher the loss is `kd` (default `KDLoss()`) against the teacher's outputs.
     `on_step(step, total)` runs before each optimizer step (step counts from 0), e.g. for pruning.
@@ -135,29 +190,34 @@ def finetune(
     start = time.perf_counter()
     if total == 0:
         model.eval()
-        return TrainLog(0, len(data), spec.epochs, float("nan"), float("nan"), 0.0)
+        return TrainLog(0, len(data), spec.epochs, float("nan"), float("nan"), 0.0,
+                        precision="fp32")
     if teacher is not None and kd is None:
         kd = KDLoss()
     features = token_lists(tokenizer, data, spec.max_seq_len)
     labels = torch.tensor(data.labels)
     device = _device(model)
+    precision = resolve_precision(spec.precision, device.type)
     opt, sched = _optimizer(model, spec, total)
     if teacher is not None:
         teacher.eval()
     model.train()
     losses: list[float] = []
     curve: list[float] = []
-    bar = tqdm(_batch_order(len(data), spec.batch_size, total, spec.seed), desc=desc,
+    lengths = [len(x) for x in features["input_ids"]] if spec.group_by_length else None
+    order = _batch_order(len(data), spec.batch_size, total, spec.seed, lengths)
+    bar = tqdm(order, desc=desc,
                total=total, leave=False, disable=None)
     for step, idx in enumerate(bar):
         if on_step is not None:
             on_step(step, total)
         batch = {k: v.to(device) for k, v in _collate(features, idx, tokenizer.pad_token_id or 0).items()}
         y = labels[idx].to(device)
-        if teacher is None:
-            loss = task_loss(model(**batch).logits, y, task.is_regression)
-        else:
-            loss = _kd_loss(model, teacher, kd, batch, y, task.is_regression)
+        with autocast(precision, device):
+            if teacher is None:
+                loss = task_loss(model(**batch).logits.float(), y, task.is_regression)
+            else:
+                loss = _kd_loss(model, teacher, kd, batch, y, task.is_regression)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1}/{total} "
                                    f"(lr {sched.get_last_lr()[0]:.3g}); lower the learning rate")
@@ -175,7 +235,8 @@ def finetune(
                      sched.get_last_lr()[0])
     model.eval()
     seconds = time.perf_counter() - start
-    return TrainLog(total, len(data), spec.epochs, curve[-1], float(np.mean(losses)), seconds, curve)
+    return TrainLog(total, len(data), spec.epochs, curve[-1], float(np.mean(losses)), seconds,
+                    curve, precision)
 
 
 def _kd_loss(model: torch.nn.Module, teacher: torch.nn.Module, kd: KDLoss,
@@ -187,9 +248,9 @@ def _kd_loss(model: torch.nn.Module, teacher: torch.nn.Module, kd: KDLoss,
         t_out = teacher(**{k: v.to(t_device) for k, v in batch.items()}, output_hidden_states=hidden)
     device = labels.device
     return kd(
-        out.logits, t_out.logits.to(device), labels, regression=regression,
-        s_hidden=out.hidden_states[-1] if hidden else None,
-        t_hidden=t_out.hidden_states[-1].to(device) if hidden else None,
+        out.logits.float(), t_out.logits.float().to(device), labels, regression=regression,
+        s_hidden=out.hidden_states[-1].float() if hidden else None,
+        t_hidden=t_out.hidden_states[-1].float().to(device) if hidden else None,
         mask=batch.get("attention_mask"),
     )
 

@@ -71,3 +71,18 @@ def test_tensors_that_do_not_fit_the_config_are_an_error(tiny_bert_dir: Path,
     config.write_text(config.read_text().replace('"harness_intermediate_sizes"', '"unused"'))
     with pytest.raises(ModelError, match="do not fit the saved config"):
         load_torch(tmp_path)
+
+
+def test_mean_pooling_head_round_trips_as_mean_pooling(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from harness.models import load_model
+    from harness.models.pooling import MeanPoolBertForSequenceClassification
+
+    model, tok = load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, seed=0, pooling="mean")
+    model.eval()
+    save_torch(model, tok, tmp_path / "saved")
+    loaded, _ = load_torch(tmp_path / "saved")
+    assert isinstance(loaded, MeanPoolBertForSequenceClassification)
+    assert loaded.bert.pooler is None
+    enc = tok(["the cat sat on the mat", "a good film"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, loaded(**enc).logits)

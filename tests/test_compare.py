@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control, mannwhitneyu
 
-from harness.compare import compare_runs, mcnemar_exact, paired_bootstrap, parse_threshold
+from harness.compare import compare_runs, paired_bootstrap, parse_threshold
 from harness.errors import ConfigError, HarnessError
 from harness.records import Record, split_rounds
 
@@ -131,17 +131,6 @@ def test_one_round_records_are_untested() -> None:
     assert cmp.regressions == [] and [t for _, t in cmp.untested] == ["latency_ms_p50:5%"]
 
 
-def test_mcnemar_exact_on_fixed_table() -> None:
-    # 10 pairs only the baseline got right, 2 only the new model, 30 both, 8 neither
-    base = [True] * 10 + [False] * 2 + [True] * 30 + [False] * 8
-    new = [False] * 10 + [True] * 2 + [True] * 30 + [False] * 8
-    b, c, p = mcnemar_exact(new, base)
-    assert (b, c) == (10, 2)
-    # two-sided exact binomial: 2 * (C(12,10) + C(12,11) + C(12,12)) / 2**12
-    assert p == pytest.approx(2 * (66 + 12 + 1) / 4096)
-    assert mcnemar_exact(base, base)[2] == 1.0
-
-
 def test_paired_metric_drop_is_a_regression() -> None:
     labels = np.array([0, 1] * 100)
     base_pred = labels.copy()
@@ -151,12 +140,12 @@ def test_paired_metric_drop_is_a_regression() -> None:
     cmp = compare_runs([rec([], metric=0.85)], [rec([], metric=1.0)], thresholds=THRESHOLDS,
                        predictions={key: (new_pred, base_pred, labels)})
     cell = cmp.cells[0]
-    assert cell.metric_test == "mcnemar" and cell.metric_p < 1e-6
+    assert cell.metric_test == "mcnemar-exact" and cell.metric_p < 1e-6
     assert cell.metric_delta == pytest.approx(-15.0)
     assert [t for _, t, _ in cmp.regressions] == ["metric:-0.5"]
 
 
-def test_regression_task_uses_paired_bootstrap() -> None:
+def test_regression_task_uses_permutation_test_and_bootstrap_interval() -> None:
     rng = np.random.default_rng(0)
     labels = rng.uniform(0, 5, 300)
     good, bad = labels + rng.normal(0, 0.3, 300), labels + rng.normal(0, 2.0, 300)
@@ -168,7 +157,8 @@ def test_regression_task_uses_paired_bootstrap() -> None:
     cmp = compare_runs([rec([], task="stsb", metric_name="pearson", metric=0.8)],
                        [rec([], task="stsb", metric_name="pearson", metric=0.95)],
                        thresholds=THRESHOLDS, predictions={key: (bad, good, labels)})
-    assert cmp.cells[0].metric_test == "paired-bootstrap"
+    assert cmp.cells[0].metric_test == "permutation" and cmp.cells[0].metric_p < 0.01
+    assert cmp.cells[0].metric_ci is not None and cmp.cells[0].metric_ci.high < 0
     assert [t for _, t, _ in cmp.regressions] == ["metric:-0.5"]
 
 
@@ -235,7 +225,7 @@ def test_metric_is_tested_once_per_variant_not_per_shape() -> None:
     base = [rec([], metric=1.0, batch=b) for b in (1, 32)]
     preds = {r.key: (new_pred, labels, labels) for r in new}
     cmp = compare_runs(new, base, thresholds=THRESHOLDS, predictions=preds)
-    assert [c.metric_test for c in cmp.cells] == ["mcnemar", None]
+    assert [c.metric_test for c in cmp.cells] == ["mcnemar-exact", None]
     assert cmp.regressions == [(("m", "sst2", "int8-dynamic"), "metric:-0.5", cmp.regressions[0][2])]
     assert "| –" in cmp.to_markdown()
 

@@ -166,3 +166,26 @@ def test_speedup_needs_the_same_machine() -> None:
     assert pd.isna(row(lb, "int8-dynamic")["speedup"])
     assert row(lb, "int8-dynamic")["metric_delta"] == pytest.approx(0.0)
     assert row(lb, "distill")["speedup"] == pytest.approx(2.0)
+
+
+def test_tables_show_the_interval_and_mark_a_non_significant_delta(tmp_path) -> None:
+    records = [
+        rec(metric=0.80, metric_ci_low=0.76, metric_ci_high=0.84),
+        rec("int8-dynamic", metric=0.795, metric_ci_low=0.755, metric_ci_high=0.835,
+            delta_p_value=0.62, delta_test="mcnemar-exact", delta_significant=False),
+        rec("prune(sparsity=0.9)", metric=0.70, metric_ci_low=0.655, metric_ci_high=0.745,
+            delta_p_value=1e-5, delta_test="mcnemar-exact", delta_significant=True),
+    ]
+    lb = leaderboard(records_frame(records))
+    assert row(lb, "baseline")["metric_ci_low"] == pytest.approx(76.0)
+    md_path, csv_path = write_tables(records, tmp_path)
+    section = md_path.read_text().split("## GLUE score")[0]
+    table = [line for line in section.splitlines() if line.startswith("| m")]
+    by_variant = {line.split("|")[2].strip(): line for line in table}
+    assert "80.00 [76.00, 84.00]" in by_variant["baseline"]
+    assert "-0.50 n.s." in by_variant["int8-dynamic"]
+    assert "-10.00 n.s." not in by_variant["prune(sparsity=0.9)"]
+    assert "-10.00" in by_variant["prune(sparsity=0.9)"]
+    assert "n.s." in md_path.read_text().split("\n\n")[1]  # the note says what n.s. means
+    csv = pd.read_csv(csv_path)
+    assert csv.loc[csv["variant"] == "int8-dynamic", "delta_significant"].item() == False  # noqa: E712

@@ -243,3 +243,32 @@ def test_first_use_conversion_does_not_move_the_callers_seed(fake_conversion: li
     again, _ = load_model("minilm-l3", 2, cache_dir=tmp_path / "other", seed=0)
     assert torch.equal(other.classifier.weight, again.classifier.weight)
     assert torch.equal(other.classifier.weight, cold.classifier.weight)
+
+
+def test_mean_pooling_head_reads_the_masked_mean_and_exports(tiny_bert_dir: Path,
+                                                             tmp_path: Path) -> None:
+    import torch
+
+    from harness.evaluation import onnx_logits
+    from harness.export import export_onnx, torch_logits
+    from harness.tasks.spec import TaskData
+
+    model, tok = load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, pooling="mean")
+    model.eval()
+    assert model.bert.pooler is None
+    one = tok(["the cat sat"], return_tensors="pt")
+    padded = tok(["the cat sat", "a much longer sentence than the first one"], padding=True,
+                 return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.bert(**one).last_hidden_state
+        expected = model.classifier(hidden.mean(dim=1))
+        alone = model(**one).logits
+        in_batch = model(**padded).logits[:1]
+    assert torch.allclose(alone, expected, atol=1e-6)
+    assert torch.allclose(alone, in_batch, atol=1e-5)  # padding does not enter the mean
+    data = TaskData("sst2", "dev", ["the cat sat", "a dog", "it was good"], None, np.array([0, 1, 1]))
+    path = export_onnx(model, tok, tmp_path / "onnx")
+    np.testing.assert_allclose(onnx_logits(path, tok, data, 16), torch_logits(model, tok, data, 16),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="pooling"):
+        load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, pooling="max")

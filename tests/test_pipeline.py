@@ -10,6 +10,8 @@ import pytest
 from conftest import MNLI_DEV_HEAD, MNLI_TRAIN_HEAD, mnli_row, suite_file, write_tsv
 
 from harness.run import run_suite
+from harness.schema import FinetuneSpec
+from harness.stages.artifacts import train_precision
 from harness.store import RunStore
 
 
@@ -41,6 +43,12 @@ def test_run_records_every_cell_and_resumes(tmp_path: Path, tiny_glue_dir: Path,
     assert base.speedup == pytest.approx(1.0) and pruned.speedup > 0
     assert pruned.speedup_ci_low <= pruned.speedup <= pruned.speedup_ci_high
     assert pruned.params < base.params and pruned.onnx_bytes < base.onnx_bytes
+    for r in records:  # the precision 'auto' chose on this machine is recorded
+        assert r.train_precision == train_precision(FinetuneSpec())
+        assert r.metric_ci_low <= r.metric_value <= r.metric_ci_high
+    assert base.delta_p_value is None and base.delta_significant is None
+    assert 0 < pruned.delta_p_value <= 1 and pruned.delta_test == "mcnemar-exact"
+    assert isinstance(pruned.delta_significant, bool)  # set by BH once every cell was run
     for name in ("leaderboard.md", "leaderboard.csv", "report.html", "benchmark.json",
                  "manifest.json", "suite.yaml"):
         assert (summary.run_dir / name).exists(), name

@@ -9,9 +9,10 @@ import torch
 from conftest import make_tiny_bert
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from harness import train
 from harness.schema import FinetuneSpec
 from harness.tasks.spec import TaskData, get_task
-from harness.train import encode, finetune, predict
+from harness.train import encode, finetune, predict, resolve_precision
 
 FILLER = "the a it this that he she they said".split()
 
@@ -125,3 +126,33 @@ def test_non_finite_model_outputs_are_an_error():
     logits = np.array([[0.1, 0.2], [np.nan, 0.0], [0.3, 0.1]], dtype=np.float32)
     with pytest.raises(ValueError, match="1 of 3 dev examples"):
         evaluate_logits(get_task("sst2"), data, logits)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("fp32", "cpu") == "fp32"  # an explicit choice wins
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_finetune_runs_the_forward_under_the_precision_it_reports(tiny_bert_dir, precision):
+    model, tok = _load(tiny_bert_dir)
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    spec = FinetuneSpec(epochs=1, lr=1e-3, batch_size=8, max_seq_len=32, precision=precision)
+    log = finetune(model, tok, toy(16), spec, get_task("sst2"))
+    assert log.precision == precision
+    assert seen and all(s == (precision == "bf16") for s in seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_length_grouped_batches_cover_every_example_once_per_epoch():
+    lengths = list(np.random.default_rng(0).integers(5, 100, 500))
+    batches = train._batch_order(500, 10, 50, seed=1, lengths=lengths)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
+    plain = train._batch_order(500, 10, 50, seed=1)
+    assert spread < 0.5 * np.mean([np.ptp([lengths[i] for i in b]) for b in plain])

@@ -81,15 +81,28 @@ def max_positions(name: str) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def load_model(name: str, num_labels: int, *, cache_dir: Path, seed: int | None = None
-               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(name: str, num_labels: int, *, cache_dir: Path, seed: int | None = None,
+               pooling: str = "cls") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A fresh AutoModelForSequenceClassification and its tokenizer.
 
     num_labels=1 gives a regression head. Catalogue keys load offline from packaged files
     (minilm-l3 is converted once into `cache_dir/models`). The new head is initialised from
     torch's global RNG: seeded with `seed` right before the weights load (after any first-use
-    conversion), else as the caller left it.
+    conversion), else as the caller left it. pooling='mean' puts the head on the mean of the
+    token states (harness.models.pooling) instead of BERT's [CLS] pooler.
     """
+    model, tokenizer = _load(name, num_labels, cache_dir, seed)
+    if pooling == "mean":
+        from harness.models.pooling import to_mean_pooling
+
+        model = to_mean_pooling(model)
+    elif pooling != "cls":
+        raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+    return model, tokenizer
+
+
+def _load(name: str, num_labels: int, cache_dir: Path,
+          seed: int | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     problem = check_model_name(name)
     if problem:
         raise ModelError(problem)

@@ -14,6 +14,7 @@ from harness.publish import plots
 from harness.publish.fmt import display_table, task_heading
 from harness.publish.tables import (
     SECTION_DROP,
+    UNCERTAINTY_NOTE,
     failures,
     glue_score,
     leaderboard,
@@ -115,7 +116,8 @@ def _tables(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
              "paired over interleaved rounds) and size × (ONNX bytes / baseline's) are "
              "relative to the baseline of the same model, task, provider, batch and sequence "
              "length. Highlighted rows (★) are on the Pareto front; an orange edge marks "
-             "unstable timings.</p>"]
+             "unstable timings. "
+             f"{escape(UNCERTAINTY_NOTE)}</p>"]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"<h3>{escape(task_heading(rows))}</h3>", _table(shown, _row_classes(rows))]

@@ -8,7 +8,14 @@ from pathlib import Path
 import pandas as pd
 
 from harness.publish.fmt import display_table, task_heading
-from harness.publish.tables import SECTION_DROP, failures, glue_score, leaderboard, records_frame
+from harness.publish.tables import (
+    SECTION_DROP,
+    UNCERTAINTY_NOTE,
+    failures,
+    glue_score,
+    leaderboard,
+    records_frame,
+)
 from harness.records import Record
 
 log = logging.getLogger(__name__)
@@ -39,7 +46,7 @@ def render_markdown(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -
              "metric in points (×100); Δ metric, speedup (baseline p50 / p50, paired over "
              "interleaved rounds) and size (ONNX bytes / baseline's) are relative to the "
              "baseline of the same model, task, provider, batch and sequence length; ★ marks "
-             "the accuracy/latency Pareto front of each task and timing setting.", ""]
+             "the accuracy/latency Pareto front of each task and timing setting. " + UNCERTAINTY_NOTE, ""]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"## {md_cell(task_heading(rows))}", "", md_table(shown), ""]

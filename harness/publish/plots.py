@@ -53,12 +53,25 @@ def accuracy_latency(lb: pd.DataFrame) -> list[tuple[str, str]]:
     return figures
 
 
+def _interval_bars(rows: pd.DataFrame) -> np.ndarray | None:
+    """(2, n) distances from the metric to its 95% interval's ends, for errorbar; None if none."""
+    if "metric_ci_low" not in rows or rows["metric_ci_low"].isna().all():
+        return None
+    low = (rows["metric"] - rows["metric_ci_low"]).clip(lower=0).fillna(0)
+    high = (rows["metric_ci_high"] - rows["metric"]).clip(lower=0).fillna(0)
+    return np.vstack([low.to_numpy(dtype=float), high.to_numpy(dtype=float)])
+
+
 def _scatter(group: pd.DataFrame, title: str, colors: dict[str, str]) -> Figure:
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     for model, rows in group.groupby("model", sort=True):
         ax.scatter(rows["latency_p50_ms"], rows["metric"], s=36, label=_label(model),
                    color=colors[model], zorder=3)
+        bars = _interval_bars(rows)
+        if bars is not None:
+            ax.errorbar(rows["latency_p50_ms"], rows["metric"], yerr=bars, fmt="none",
+                        ecolor=colors[model], elinewidth=1, capsize=3, alpha=0.6, zorder=2)
         for _, row in rows.iterrows():
             ax.annotate(_label(row["variant"], 28), (row["latency_p50_ms"], row["metric"]),
                         xytext=(4, 4), textcoords="offset points", fontsize=7, color="#444")
@@ -72,7 +85,8 @@ def _scatter(group: pd.DataFrame, title: str, colors: dict[str, str]) -> Figure:
     if lat.max() > 10 * lat.min() > 0:
         ax.set_xscale("log")
     ax.set_xlabel("latency p50 (ms), lower is better")
-    ax.set_ylabel(f"{_label(group['metric_name'].iloc[0])} (points), higher is better")
+    ax.set_ylabel(f"{_label(group['metric_name'].iloc[0])} (points, bars: 95% interval), "
+                  "higher is better")
     ax.set_title(_label(title, 80), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -21,6 +21,14 @@ _MB = 1e6
 SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage",
                 "speedup_ci_low", "speedup_ci_high")
 ALWAYS_SHOWN = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
+# shown inside the metric and Δ metric cells, not as columns of their own
+FOLDED = ("metric_ci_low", "metric_ci_high", "delta_significant")
+NOT_SIGNIFICANT = "n.s."
+UNCERTAINTY_NOTE = (
+    "[low, high] is the metric's 95% bootstrap interval over dev examples; p (Δ) is the "
+    "paired test of the delta against the baseline on the same examples (exact McNemar for "
+    "accuracy, paired permutation otherwise); a Δ marked n.s. is not significant after "
+    "Benjamini-Hochberg (FDR 5%) over the run's (model, task, variant) tests.")
 
 # leaderboard column -> header shown in Markdown and HTML tables
 DISPLAY = {
@@ -31,13 +39,15 @@ DISPLAY = {
     "nonzero_params": "nonzero", "onnx_mb": "ONNX MB", "onnx_zip_mb": "zip MB",
     "size_ratio": "size ×", "gflops_per_s": "GFLOP/s", "efficiency": "efficiency",
     "unstable": "unstable", "pareto": "Pareto", "status": "status",
-    "glue_score": "GLUE score", "n_tasks": "n tasks",
+    "glue_score": "GLUE score", "n_tasks": "n tasks", "delta_p": "p (Δ)",
 }
 # the columns of leaderboard(), in order
 COLUMNS = [
-    *CELL, "metric_name", "metric", "metric_delta", "latency_p50_ms", "latency_p90_ms",
+    *CELL, "metric_name", "metric", "metric_ci_low", "metric_ci_high", "metric_delta",
+    "delta_p", "delta_significant", "latency_p50_ms", "latency_p90_ms",
     "speedup", "speedup_ci_low", "speedup_ci_high", "throughput_per_s", "params",
-    "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
+    "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s", "efficiency",
+    "unstable", "pareto", "status", "method",
     "onnx_bytes", "error", "stage",
 ]
 
@@ -70,6 +80,10 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     df = df.drop_duplicates(CELL, keep="last")
     out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "metric_name"]})
     out["metric"] = df["metric_value"].astype("float64") * 100
+    out["metric_ci_low"] = df["metric_ci_low"].astype("float64") * 100
+    out["metric_ci_high"] = df["metric_ci_high"].astype("float64") * 100
+    out["delta_p"] = df["delta_p_value"].astype("float64")
+    out["delta_significant"] = df["delta_significant"].astype("boolean")
     out["latency_p50_ms"] = df["latency_ms_p50"].astype("float64")
     out["latency_p90_ms"] = df["latency_ms_p90"].astype("float64")
     for col in ("throughput_per_s", "params", "nonzero_params", "gflops_per_s", "efficiency"):
@@ -113,7 +127,8 @@ def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
     out = out.drop(columns="_rec_speedup")
     out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
     ok = out["status"] == "ok"
-    for col in ("metric_delta", "speedup", "speedup_ci_low", "speedup_ci_high", "size_ratio"):
+    for col in ("metric_delta", "delta_p", "speedup", "speedup_ci_low", "speedup_ci_high",
+                "size_ratio"):
         out.loc[~ok, col] = np.nan
     return out
 

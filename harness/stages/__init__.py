@@ -78,7 +78,30 @@ class Stages:
         spec = get_task(cell.task)
         info["metric_name"] = spec.main_metric
         info["metric_value"] = info.get(spec.main_metric)
+        ft_info = self.cache.info(self.finetuned(cell.model, cell.task)[0])
+        info["train_precision"] = ft_info.get("train_precision", "fp32")
+        info |= self._uncertainty(cell, info)
         return Built(onnx_path, export_dir, key, info)
+
+    def _uncertainty(self, cell: Cell, info: dict[str, Any]) -> dict[str, Any]:
+        """The main metric's 95% bootstrap interval and, for a method, the paired test of its
+        delta against the baseline of the same model and task on the same dev examples."""
+        import numpy as np
+
+        from harness.plan import Cell, Pipeline
+        from harness.significance import bootstrap_ci, paired_test
+
+        metric = get_task(cell.task).main_metric
+        preds_path = Path(info["predictions_path"])
+        preds = np.load(preds_path)
+        labels = np.load(preds_path.with_name("labels_dev.npy"))
+        low, high = bootstrap_ci(preds, labels, metric)
+        out: dict[str, Any] = {"metric_ci_low": low, "metric_ci_high": high}
+        if cell.pipeline.steps:
+            base = self.build(Cell(cell.model, cell.task, Pipeline(())))
+            test = paired_test(preds, np.load(base.info["predictions_path"]), labels, metric)
+            out |= {"delta_p_value": test.p_value, "delta_test": test.test}
+        return out
 
 
 __all__ = ["Built", "Stages", "StageContext"]

@@ -4,14 +4,18 @@ A torch model is stored as data only: its config (`model/config.json`) and its t
 (`model/model.safetensors`), never a pickle, so reading a cache cannot run code. Shapes that
 compression changed are in the config: `pruned_heads` (transformers re-applies it when the
 model is built) and, when FFN slicing left layers of different widths,
-`harness_intermediate_sizes`. The tensors must then fit the rebuilt model exactly.
+`harness_intermediate_sizes`; a mean-pooling head is `harness_pooling: mean`. The tensors must
+then fit the rebuilt model exactly.
 """
 from __future__ import annotations
 
 import copy
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.schema import FinetuneSpec
 
 from harness.errors import ConfigError, ModelError
 
@@ -24,6 +28,13 @@ def train_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train_precision(ft: FinetuneSpec) -> str:
+    """The precision fine-tunes run at on this machine ('auto' resolved), for keys and records."""
+    from harness.train import resolve_precision
+
+    return resolve_precision(ft.precision, train_device())
 
 
 def _ffn_sizes(model: Any) -> list[int] | None:
@@ -45,6 +56,8 @@ def save_torch(model: Any, tokenizer: Any, out: Path) -> None:
     sizes = _ffn_sizes(model)
     if sizes and any(s != config.intermediate_size for s in sizes):
         config.harness_intermediate_sizes = sizes
+    if getattr(model, "pooling", "cls") == "mean":
+        config.harness_pooling = "mean"  # the mean-pooling head has no pooler tensors
     (out / MODEL_DIR).mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out / MODEL_DIR)
     save_model(model, str(out / MODEL_DIR / WEIGHTS))
@@ -81,6 +94,10 @@ def load_torch(path: Path, device: str = "cpu") -> tuple[Any, Any]:
         model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     if sizes:
         _resize_ffn(model, sizes)
+    if getattr(config, "harness_pooling", "cls") == "mean":
+        from harness.models.pooling import to_mean_pooling
+
+        model = to_mean_pooling(model)
     try:
         load_model(model, str(weights), strict=True)
     except RuntimeError as exc:

@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from harness.export import ONNX_NAME
 from harness.methods import METHODS, MethodContext
-from harness.stages.artifacts import load_tokenizer, load_torch, save_torch, train_device
+from harness.stages.artifacts import (
+    load_tokenizer,
+    load_torch,
+    save_torch,
+    train_device,
+    train_precision,
+)
 from harness.stages.finetune import finetuned
 from harness.stages.keys import Stage
 from harness.tasks import get_task
@@ -46,7 +52,8 @@ def _method_context(ctx: StageContext, cell: Cell, teacher_dir: Path, workdir: P
 def _torch_step(ctx: StageContext, cell: Cell, step: Step, src: Path, src_key: str,
                 teacher_dir: Path, notes: list[str]) -> tuple[Path, str]:
     config = {"params": step.params.model_dump(mode="json"),
-              "finetune": ctx.suite.finetune.model_dump(), "teacher": teacher_dir.name}
+              "finetune": ctx.suite.finetune.model_dump(), "teacher": teacher_dir.name,
+              "precision": train_precision(ctx.suite.finetune)}
     key = _step_key(TORCH_STEP, step, config, src_key)
 
     def build(out: Path) -> dict[str, Any]:
