@@ -100,21 +100,27 @@ class CellRunner:
             return [self.record(cell, s, status=result.status, error=result.error, stage="build")
                     for s in todo]
         tokenizer = result.built.tokenizer()
-        sessions: dict[str, Any] = {}  # one session per provider serves every shape
+        sessions: dict[str, Any] = {}  # one checked session per provider: every shape
         return [self._timed(cell, result.built, tokenizer, shape, sessions) for shape in todo]
 
     def _timed(self, cell: Cell, built: Built, tokenizer: Any, shape: Shape,
                sessions: dict[str, Any]) -> Record:
-        from harness.timing import make_inputs, make_session, time_onnx
+        from harness.timing import device_check, feed_for, make_inputs, make_session, time_onnx
 
         provider, batch, seq = shape
+        spec = self.suite.timing
         try:
             dev = self.stages.split(cell.task, "dev")
-            feed = make_inputs(tokenizer, dev.text_a, dev.text_b, batch, seq, self.suite.timing.seed)
-            if provider not in sessions:
-                sessions[provider] = make_session(built.onnx_path, provider, self.suite.timing)
-            fields = time_onnx(built.onnx_path, provider, self.suite.timing, feed, batch,
-                               flops=self._flops(built, batch, seq), session=sessions[provider])
+            feed = make_inputs(tokenizer, dev.text_a, dev.text_b, batch, seq, spec.seed)
+            if provider not in sessions:  # placement and CPU agreement: once per session
+                session = make_session(built.onnx_path, provider, spec)
+                checked = device_check(built.onnx_path, provider, spec,
+                                       feed_for(session, feed), session)
+                sessions[provider] = (session, checked)
+            session, checked = sessions[provider]
+            fields = time_onnx(built.onnx_path, provider, spec, feed, batch,
+                               flops=self._flops(built, batch, seq), session=session,
+                               checked=checked)
         except SkipCell as exc:
             return self.record(cell, shape, built, status="skipped", error=str(exc), stage="time")
         except Exception as exc:  # noqa: BLE001
