@@ -22,10 +22,11 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.cache import ArtifactCache
-from harness.config import TimingSpec, load_suite
 from harness.evaluation import evaluate_logits, predictions_from_logits
 from harness.export import encode_batch
-from harness.pipeline import Stages, plan
+from harness.plan import load_suite, plan
+from harness.schema import TimingSpec
+from harness.stages import Stages
 from harness.tasks import get_task, resolve_data_dir
 from harness.timing.inputs import feed_for, make_inputs
 from harness.timing.loop import cpu_runner, cuda_runner, timed_loop
@@ -45,8 +46,8 @@ def dev_logits(session: ort.InferenceSession, tokenizer: Any, data: Any, max_len
 def compare_providers(stages: Stages, cell: Any, built: Any) -> dict[str, Any]:
     """CPU vs CUDA on the whole dev set, same ONNX file."""
     spec, data = get_task(cell.task), stages.split(cell.task, "dev")
-    tok, max_len = built.tokenizer(), stages.suite.finetune.max_seq_len
-    logits = {p: dev_logits(make_session(built.onnx_path, p, stages.suite.timing), tok, data,
+    tok, max_len = built.tokenizer(), stages.ctx.suite.finetune.max_seq_len
+    logits = {p: dev_logits(make_session(built.onnx_path, p, stages.ctx.suite.timing), tok, data,
                             max_len) for p in ("cpu", "cuda")}
     diff = np.abs(logits["cuda"] - logits["cpu"])
     preds = {p: predictions_from_logits(spec, v) for p, v in logits.items()}
@@ -61,7 +62,7 @@ def io_binding_effect(stages: Stages, cell: Any, built: Any, batch: int, seq: in
                       rounds: int = 3) -> dict[str, Any]:
     """Median ms of the bound loop (what the harness times) and of session.run with numpy."""
     dev = stages.split(cell.task, "dev")
-    session = make_session(built.onnx_path, "cuda", stages.suite.timing)
+    session = make_session(built.onnx_path, "cuda", stages.ctx.suite.timing)
     feed = feed_for(session, make_inputs(built.tokenizer(), dev.text_a, dev.text_b, batch, seq,
                                          0))
     steps = {"io_binding": cuda_runner(session, feed), "session_run": cpu_runner(session, feed)}

@@ -12,10 +12,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from conftest import suite_file, toy_sst2
-from harness.config import FinetuneSpec, TimingSpec
+
 from harness.errors import SkipCell
+from harness.schema import FinetuneSpec, TimingSpec
 from harness.timing import loop, time_onnx
 from harness.timing.inputs import random_inputs
 from harness.timing.placement import ATOL, RTOL, device_check
@@ -101,7 +101,7 @@ def test_finetune_and_distill_on_the_gpu(tiny_bert_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from harness.methods.distill import KDLoss
-    from harness.pipeline import train_device
+    from harness.stages.artifacts import train_device
     from harness.tasks.spec import get_task
     from harness.train import finetune, predict
 
@@ -123,7 +123,7 @@ def test_finetune_and_distill_on_the_gpu(tiny_bert_dir: Path) -> None:
 @needs_torch_gpu
 def test_cell_on_cpu_and_cuda_is_ok_and_agrees(tmp_path: Path, tiny_glue_dir: Path,
                                               tiny_bert_dir: Path) -> None:
-    from harness.runner import run_suite
+    from harness.run import run_suite
     from harness.store import RunStore
 
     path = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, "[baseline, int8-dynamic]")

@@ -9,11 +9,16 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.config import TimingSpec
 from harness.errors import SkipCell
+from harness.schema import TimingSpec
 from harness.timing import session as sess_mod
-from harness.timing.placement import (Placement, device_check, outputs_agree, profile_placement,
-                                      require_on_device)
+from harness.timing.placement import (
+    Placement,
+    device_check,
+    outputs_agree,
+    profile_placement,
+    require_on_device,
+)
 
 SPEC = TimingSpec(warmup=0, min_iterations=1, min_seconds=0.0)
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from harness.config import TimingSpec
 from harness.errors import SkipCell
+from harness.schema import TimingSpec
 from harness.timing.session import EP_NAMES, provider_list, session_options
 
 # op types that carry the arithmetic of a transformer: none of them may fall back to the CPU
