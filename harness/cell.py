@@ -153,6 +153,7 @@ class GroupTimer:
         self.spec = runner.suite.timing
         self.sessions: dict[Cell, Any] = {}
         self.tokenizers: dict[Cell, Any] = {}
+        self.checked: dict[Cell, dict[str, Any]] = {}  # device_check, once per session
         self.failed: dict[Cell, tuple[str, str, str | None]] = {}  # cell -> (status, error, trace)
 
     def run(self, need: dict[Cell, list[Shape]]) -> list[Record]:
@@ -182,7 +183,7 @@ class GroupTimer:
 
     def shape(self, shape: Shape, wanted: list[Cell]) -> list[Record]:
         """Time the wanted cells of one shape with the baseline beside them; their records."""
-        from harness.timing import make_inputs, roofline_of, time_group
+        from harness.timing import device_check, feed_for, make_inputs, roofline_of, time_group
 
         _, batch, seq = shape
         timed = {c: s for c, s in self.sessions.items()
@@ -197,6 +198,10 @@ class GroupTimer:
                 feeds[cell] = make_inputs(self.tokenizers[cell], dev.text_a, dev.text_b,
                                           batch, seq, self.spec.seed)
                 _smoke(timed[cell], feeds[cell])
+                if cell not in self.checked:  # placement and agreement with the CPU
+                    self.checked[cell] = device_check(self.built[cell].onnx_path, self.provider,
+                                                      self.spec, feed_for(timed[cell], feeds[cell]),
+                                                      timed[cell])
             except Exception as exc:  # noqa: BLE001 - this cell only
                 failed[cell] = self._failure(cell, exc)
                 del timed[cell]
@@ -220,6 +225,7 @@ class GroupTimer:
                                                   error=error, stage="time", trace=trace))
                 continue
             got = fields[cell.pipeline.label]
+            got["session"] = {**got.get("session", {}), **self.checked.get(cell, {})}
             got |= roofline_of(self.built[cell].onnx_path, self.provider, self.spec, batch, seq,
                                got, self.runner._flops(self.built[cell], batch, seq))
             records.append(self.runner.record(cell, shape, self.built[cell], status="ok", **got))

@@ -26,6 +26,9 @@ class Step:
     explicit: tuple[tuple[str, Any], ...]  # parameters the suite set, for labels
     level: str = "torch"  # "torch" or "onnx", resolved from the registry when planned
 
+    def __hash__(self) -> int:  # list-valued parameters (layers: [0, 2]) are not hashable
+        return hash((self.name, self.level, self.params.model_dump_json()))
+
     @property
     def label(self) -> str:
         if not self.explicit:

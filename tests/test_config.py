@@ -188,3 +188,15 @@ def test_validate_refuses_a_huge_sweep_quickly(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "harness.cli_main", "validate",
                           str(write(tmp_path, text))], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "14348907 cells" in res.stderr and "max_cells" in res.stderr
+
+
+def test_cells_with_list_parameters_are_hashable() -> None:
+    """Cells key dicts (a group's builds and timings): list-valued parameters must not break that."""
+    from harness.methods.params import DistillParams
+    from harness.plan import Cell, Pipeline, Step
+
+    def cell() -> Cell:
+        step = Step("distill", DistillParams(layers=[0, 2]), (("layers", [0, 2]),))
+        return Cell("m", "rte", Pipeline((step,)))
+
+    assert {cell(): 1}[cell()] == 1

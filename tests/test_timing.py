@@ -457,7 +457,7 @@ def test_environment_and_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("python", "harness", "torch", "transformers", "onnxruntime", "onnx", "optimum",
                 "cpu", "cores_logical", "memory_gb", "hostname", "git_sha", "cpu_flags"):
         assert key in env, key
-    assert env["onnxruntime"] == ort.__version__
+    assert env["onnxruntime"] == env["onnxruntime_imported"] == ort.__version__
     fp = machine_fingerprint()
     assert len(fp) == 12 and set(fp) <= set("0123456789abcdef")
     assert machine_fingerprint() == fp  # stable

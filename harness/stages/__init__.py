@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.cache import ArtifactCache
+from harness.records import resolve_stored_path
 from harness.stages.artifacts import load_tokenizer, zipped_size
 from harness.stages.compress import onnx_steps, torch_steps
 from harness.stages.context import StageContext
@@ -92,14 +93,16 @@ class Stages:
         from harness.significance import bootstrap_ci, paired_test
 
         metric = get_task(cell.task).main_metric
-        preds_path = Path(info["predictions_path"])
+        results_dir = self.cache.root.parent  # record paths are relative to it
+        preds_path = resolve_stored_path(info["predictions_path"], results_dir)
         preds = np.load(preds_path)
         labels = np.load(preds_path.with_name("labels_dev.npy"))
         low, high = bootstrap_ci(preds, labels, metric)
         out: dict[str, Any] = {"metric_ci_low": low, "metric_ci_high": high}
         if cell.pipeline.steps:
             base = self.build(Cell(cell.model, cell.task, Pipeline(())))
-            test = paired_test(preds, np.load(base.info["predictions_path"]), labels, metric)
+            base_preds = resolve_stored_path(base.info["predictions_path"], results_dir)
+            test = paired_test(preds, np.load(base_preds), labels, metric)
             out |= {"delta_p_value": test.p_value, "delta_test": test.test}
         return out
 

@@ -15,6 +15,7 @@ from harness.schema import TimingSpec
 from harness.timing.group import time_group
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
+from harness.timing.placement import device_check
 from harness.timing.roofline import (
     FlopCount,
     count_flops,
@@ -27,9 +28,9 @@ from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Measurement", "Stats", "describe_inputs", "feed_for", "gemm_peak_gflops",
-           "make_inputs", "make_session", "measure", "model_flops", "roofline_of", "time_file",
-           "time_group", "time_onnx"]
+__all__ = ["Measurement", "Stats", "describe_inputs", "device_check", "feed_for",
+           "gemm_peak_gflops", "make_inputs", "make_session", "measure", "model_flops",
+           "roofline_of", "time_file", "time_group", "time_onnx"]
 
 
 def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
@@ -40,21 +41,27 @@ def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
 def time_onnx(onnx_path: str | Path, provider: str, spec: TimingSpec,
               feed_inputs: Mapping[str, np.ndarray], batch_size: int, *,
               roofline: bool = True, flops: FlopCount | None = None,
-              session: ort.InferenceSession | None = None) -> dict[str, Any]:
+              session: ort.InferenceSession | None = None,
+              checked: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time one ONNX model on one provider; returns Record fields.
 
     Fields: the latency statistics, samples_ms, unstable(_reason), load_avg, peak_rss_mb,
     gpu_mem_mb, session (settings and how the loop ended) and, with `roofline`, flops,
     gflops_per_s and efficiency (`flops`: a count made earlier, else counted here). Raises
-    SkipCell when the provider is unavailable. A `session` made by `make_session` for this
-    file and provider may be passed to time several shapes without rebuilding it.
+    SkipCell when the provider is unavailable or keeps heavy ops on the CPU, ValueError when a
+    GPU session's outputs differ from the CPU's. A `session` made by `make_session` for this
+    file and provider may be passed to time several shapes without rebuilding it, with
+    `checked`, what `device_check` returned for it.
     """
     owned = session is None
     session = session or make_session(onnx_path, provider, spec)
-    m = measure(session, feed_for(session, feed_inputs), spec, batch_size=batch_size,
-                provider=provider)
+    feed = feed_for(session, feed_inputs)
+    if checked is None:
+        checked = device_check(onnx_path, provider, spec, feed, session)
+    m = measure(session, feed, spec, batch_size=batch_size, provider=provider)
     fields = m.record_fields()
-    fields["session"] = {**describe_session(session, provider, spec), "measurement": m.details}
+    fields["session"] = {**describe_session(session, provider, spec), **checked,
+                         "measurement": m.details}
     if owned:
         del session  # its thread pool must not compete with the peak GEMM measurement
     if roofline:

@@ -83,6 +83,9 @@ def _static_environment() -> dict[str, Any]:
     cpu = cpu_info()
     env: dict[str, Any] = {"python": platform.python_version()}
     env.update({pkg: _version(pkg) for pkg in PACKAGES})
+    # with onnxruntime and onnxruntime-gpu both installed, their metadata cannot tell which
+    # build Python imports: the module's own version (and its providers) can
+    env["onnxruntime_imported"] = ort.__version__
     env.update({
         "ort_providers": ort.get_available_providers(),
         "cpu": cpu["model"],
@@ -118,7 +121,7 @@ def machine_fingerprint() -> str:
         "arch": env["arch"],
         "cores": [env["cores_logical"], env["cores_physical"]],
         "memory_gib": round(psutil.virtual_memory().total / 2**30),
-        "onnxruntime": env["onnxruntime"] or env["onnxruntime-gpu"],
+        "onnxruntime": env["onnxruntime_imported"],
         "os": platform.system(),
         "gpus": env["gpus"],
     }

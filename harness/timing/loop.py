@@ -98,21 +98,33 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def gpu_mem_mb(pid: int | None = None) -> float | None:
-    """GPU memory this process holds per nvidia-smi, or None when that is unknown."""
+def _nvidia_smi(query: str) -> str | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
-    pid = os.getpid() if pid is None else pid
     try:
-        out = subprocess.run([exe, "--query-compute-apps=pid,used_memory",
-                              "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return subprocess.run([exe, query, "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def gpu_mem_mb(pid: int | None = None) -> float | None:
+    """GPU memory this process holds per nvidia-smi, or None when that is unknown."""
+    out = _nvidia_smi("--query-compute-apps=pid,used_memory")
+    if out is None:
+        return None
+    pid = os.getpid() if pid is None else pid
     used = [float(mem) for p, _, mem in (line.partition(",") for line in out.splitlines())
             if p.strip() == str(pid) and mem.strip().isdigit()]
     return sum(used) if used else None  # None too when the container hides host pids
+
+
+def gpu_used_mb() -> float | None:
+    """Memory in use on GPU 0 by every process (a fallback where pids are hidden)."""
+    out = _nvidia_smi("--query-gpu=memory.used")
+    lines = (out or "").split()
+    return float(lines[0]) if lines and lines[0].isdigit() else None
 
 
 def cpu_runner(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
@@ -231,6 +243,8 @@ def measure(session: ort.InferenceSession, feed: dict[str, np.ndarray], spec: Ti
     details = {"warmup": spec.warmup, "seconds": round(wall, 3), "stopped_by": stopped_by,
                "others_load": others, "cpu_busy_per_core": per_core, "gc_disabled": True,
                "timer": "time.perf_counter_ns", "io_binding": provider == "cuda"}
+    if provider == "cuda":
+        details["gpu_used_mb_all_processes"] = gpu_used_mb()
     return Measurement(samples_ms=samples_ms, stats=stats, batch_size=batch_size,
                        unstable=unstable, unstable_reason=reason,
                        load_avg=round(psutil.getloadavg()[0], 3), others_load=others,

@@ -1,6 +1,7 @@
 """onnxruntime sessions built from a TimingSpec, one execution provider at a time."""
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ log = logging.getLogger(__name__)
 
 EP_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 NO_CUDA = "CUDA execution provider not available: onnxruntime-gpu not installed / no GPU"
+# ORT's CUDA default multiplies fp32 in TF32 (10-bit mantissa): an fp32 model would then be
+# timed at a lower precision than the CPU computes its dev metric with.
+CUDA_OPTIONS = {"device_id": "0", "use_tf32": "0"}
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -40,20 +44,34 @@ def session_options(spec: TimingSpec) -> ort.SessionOptions:
     return opts
 
 
-def _providers(provider: str) -> list[Any]:
+def provider_list(provider: str) -> list[Any]:
+    """ORT's providers argument for "cpu" or "cuda"; SkipCell when CUDA is not built in."""
     if provider == "cpu":
         return [EP_NAMES["cpu"]]
     if provider == "cuda":
         if EP_NAMES["cuda"] not in ort.get_available_providers():
             raise SkipCell(NO_CUDA)
+        _preload_cuda_libraries()
         # CPU stays as the fallback for nodes CUDA has no kernel for (shape ops etc.)
-        return [(EP_NAMES["cuda"], {"device_id": 0}), EP_NAMES["cpu"]]
+        return [(EP_NAMES["cuda"], dict(CUDA_OPTIONS)), EP_NAMES["cpu"]]
     raise ValueError(f"unknown provider {provider!r}; expected one of {sorted(EP_NAMES)}")
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels (or the system) before the CUDA provider
+    needs them, so a process that never imported torch finds them too (ORT >= 1.21)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except OSError as exc:  # the session's own error will say which library is missing
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
 def make_session(onnx_path: str | Path, provider: str, spec: TimingSpec) -> ort.InferenceSession:
     """An InferenceSession on `provider` ("cpu" or "cuda"); SkipCell when CUDA is unusable."""
-    providers = _providers(provider)
+    providers = provider_list(provider)
     try:
         session = ort.InferenceSession(str(onnx_path), sess_options=session_options(spec),
                                        providers=providers)
@@ -81,4 +99,11 @@ def describe_session(session: ort.InferenceSession, provider: str, spec: TimingS
         "allow_spinning": spec.allow_spinning,
         "onnxruntime": ort.__version__,
         "ort_device": ort.get_device(),
+        "provider_options": _options(session, provider),
     }
+
+
+def _options(session: ort.InferenceSession, provider: str) -> dict[str, str]:
+    """The options ORT applied to the provider, for the settings that change the numbers."""
+    options = session.get_provider_options().get(EP_NAMES.get(provider, ""), {})
+    return {k: v for k, v in options.items() if k in ("device_id", "use_tf32")}
