@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, SkipCell
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark compressed NLP models on GLUE: accuracy, latency, size.")
@@ -133,7 +133,10 @@ def time(model: Path,
     spec = TimingSpec(providers=[provider], batch_sizes=[batch_size], seq_lens=[seq_len],
                       min_iterations=min_iterations, min_seconds=min_seconds, warmup=warmup,
                       intra_op_threads=threads)
-    result = time_file(model, provider, batch_size, seq_len, spec)
+    try:
+        result = time_file(model, provider, batch_size, seq_len, spec)
+    except SkipCell as exc:  # the provider's runtime or device is not here
+        raise ConfigError(f"--provider {provider}: {exc}") from None
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return

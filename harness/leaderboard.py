@@ -16,19 +16,24 @@ log = logging.getLogger(__name__)
 CELL = ["model", "task", "variant", "provider", "batch_size", "seq_len"]
 BASE_KEY = ["model", "task", "provider", "batch_size", "seq_len"]
 FRONT_KEY = ["task", "provider", "batch_size", "seq_len"]
+SHAPE_KEY = ["model", "task", "batch_size", "seq_len"]
 BASELINE = "baseline"
+REFERENCE_PROVIDER = "cpu"  # `speedup_vs_cpu` compares other providers' rows with its baseline
 _TABLE_DROP = ("samples_ms", "env", "session", "method_params")
 _MB = 1e6
 # columns the per-task sections leave out (in the heading, or in the CSV only)
-SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage")
+SECTION_DROP = ("task", "metric_name", "metric_provider", "method", "onnx_bytes", "error",
+                "stage")
 _ALWAYS = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
 
 # leaderboard column -> header shown in Markdown and HTML tables
 DISPLAY = {
     "model": "model", "task": "task", "variant": "variant", "provider": "provider",
-    "batch_size": "batch", "seq_len": "seq", "metric_name": "metric name", "metric": "metric",
+    "batch_size": "batch", "seq_len": "seq", "precision": "precision",
+    "metric_name": "metric name", "metric_provider": "metric by", "metric": "metric",
     "metric_delta": "Δ metric", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
-    "speedup": "speedup ×", "throughput_per_s": "items/s", "params": "params",
+    "speedup": "speedup ×", "speedup_vs_cpu": "× cpu baseline",
+    "throughput_per_s": "items/s", "params": "params",
     "nonzero_params": "nonzero", "onnx_mb": "ONNX MB", "onnx_zip_mb": "zip MB",
     "size_ratio": "size ×", "gflops_per_s": "GFLOP/s", "efficiency": "efficiency",
     "unstable": "unstable", "pareto": "Pareto", "status": "status",
@@ -36,8 +41,8 @@ DISPLAY = {
 }
 # the columns of leaderboard(), in order
 COLUMNS = [
-    *CELL, "metric_name", "metric", "metric_delta", "latency_p50_ms", "latency_p90_ms",
-    "speedup", "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb",
+    *CELL, "precision", "metric_name", "metric_provider", "metric", "metric_delta",
+    "latency_p50_ms", "latency_p90_ms", "speedup", "speedup_vs_cpu", "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb",
     "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
     "onnx_bytes", "error", "stage",
 ]
@@ -69,7 +74,8 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     df = df.drop_duplicates(CELL, keep="last")
-    out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "metric_name"]})
+    out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "precision",
+                                           "metric_name", "metric_provider"]})
     out["metric"] = df["metric_value"].astype("float64") * 100
     out["latency_p50_ms"] = df["latency_ms_p50"].astype("float64")
     out["latency_p90_ms"] = df["latency_ms_p90"].astype("float64")
@@ -103,11 +109,23 @@ def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
     same_machine = merged["_bmachine"].fillna("") == merged["machine"].fillna("")
     out["metric_delta"] = merged["metric"] - merged["_bm"]
     out["speedup"] = _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(same_machine)
+    out["speedup_vs_cpu"] = _speedup_vs_cpu(out, base)
     out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
     ok = out["status"] == "ok"
-    for col in ("metric_delta", "speedup", "size_ratio"):
+    for col in ("metric_delta", "speedup", "speedup_vs_cpu", "size_ratio"):
         out.loc[~ok, col] = np.nan
     return out
+
+
+def _speedup_vs_cpu(out: pd.DataFrame, base: pd.DataFrame) -> pd.Series:
+    """Other providers' rows against the onnxruntime CPU baseline of the same model, task,
+    shape and machine (e.g. OpenVINO bf16 vs onnxruntime fp32); empty on the CPU's rows."""
+    ref = base[base["provider"] == REFERENCE_PROVIDER][[*SHAPE_KEY, "_bp50", "_bmachine"]]
+    merged = out.merge(ref, on=SHAPE_KEY, how="left")
+    merged.index = out.index
+    usable = ((merged["_bmachine"].fillna("") == merged["machine"].fillna(""))
+              & (out["provider"] != REFERENCE_PROVIDER))
+    return _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(usable)
 
 
 def pareto_front(lb: pd.DataFrame) -> pd.Series:
@@ -173,7 +191,7 @@ def _fmt(value: object, col: str) -> str:
         return ("yes" if col == "unstable" else "★") if bool(value) else ""
     if col == "metric_delta":
         return f"{value:+.2f}"
-    if col in ("speedup", "size_ratio"):
+    if col in ("speedup", "speedup_vs_cpu", "size_ratio"):
         return f"{value:.2f}×"
     if col in ("params", "nonzero_params"):
         return f"{value / 1e6:.2f}M"

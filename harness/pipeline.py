@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 from harness import export as onnx_export
 from harness.cache import ArtifactCache, content_key
 from harness.config import Pipeline, Step, Suite
+from harness.errors import SkipCell
 from harness.evaluation import evaluate_logits, onnx_logits, predictions_from_logits
 from harness.methods import METHODS, MethodContext
 from harness.tasks import TaskData, get_task, load_split
@@ -25,10 +27,16 @@ STAGE_MODULES = {
     "finetune": ("harness.train", "harness.models", "harness.models.catalogue",
                  "harness.models.minilm_l3"),
     "export": ("harness.export", "harness.optimize"),
-    "evaluate": ("harness.evaluation", "harness.metrics", "harness.tasks.local"),
+    "evaluate": ("harness.evaluation", "harness.metrics", "harness.tasks.local",
+                 "harness.precision", "harness.timing.backend", "harness.timing.openvino"),
     "flops": ("harness.timing.roofline",),
 }
 PARITY_EXAMPLES = 64
+# A provider whose evaluation is skipped (its device is not where the build runs) takes the
+# metric of the fallback, which runs the same graph in the same precision; the record's
+# metric_provider says which runtime it came from. No fallback for OpenVINO: its bf16/fp16
+# rows must be evaluated in the precision they are timed in.
+EVAL_FALLBACK = {"cuda": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,19 @@ class Built:
     onnx_path: Path
     tokenizer_dir: Path
     key: str
-    info: dict[str, Any]  # record fields: metrics, parity, sizes, notes
+    info: dict[str, Any]  # record fields shared by every provider: parity, sizes, notes
+    # per provider: its dev metrics as record fields, or {"status", "error"} when there are none
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fields(self, provider: str) -> dict[str, Any]:
+        """Record fields of this provider's rows (metrics from its own runtime)."""
+        metrics = self.metrics.get(provider, {})
+        return self.info | {k: v for k, v in metrics.items() if k not in ("status", "error")}
+
+    def unavailable(self, provider: str) -> tuple[str, str] | None:
+        """(status, reason) when this provider's rows have no metric, else None."""
+        metrics = self.metrics.get(provider, {})
+        return (metrics["status"], metrics["error"]) if "status" in metrics else None
 
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
@@ -229,19 +249,26 @@ class Stages:
         return path, key
 
     # evaluate ---------------------------------------------------------------------------
-    def evaluated(self, cell: Cell, onnx_path: Path, key: str, tokenizer: Any) -> dict[str, Any]:
+    def evaluated(self, cell: Cell, onnx_path: Path, key: str, tokenizer: Any,
+                  provider: str = "cpu") -> dict[str, Any]:
+        """Dev metrics of the model run on `provider`'s runtime at the file's precision (the
+        runtime and settings its rows are timed with); SkipCell when it cannot run here."""
         spec = get_task(cell.task)
         max_len = self.suite.finetune.max_seq_len
         ekey = content_key("evaluate", stage_version("evaluate"),
                            {"dev": self._data_id(cell.task, "dev"), "max_len": max_len,
-                            "file": onnx_path.name}, [key])
+                            "file": onnx_path.name, "provider": provider}, [key])
 
         def build(out: Path) -> dict[str, Any]:
-            result: dict[str, Any] = {}
+            from harness.timing.backend import make_runner
+
+            runner = make_runner(onnx_path, provider, self.suite.timing)
+            result: dict[str, Any] = {"metric_provider": provider}
             for split in spec.dev_splits:
                 name = "dev" if split in ("validation", "validation_matched") else "dev_mismatched"
                 data = self.split(cell.task, name)
-                logits = onnx_logits(onnx_path, tokenizer, data, max_len)
+                logits = onnx_logits(onnx_path, tokenizer, data, max_len, runner=runner)
+                np.save(out / f"logits_{name}.npy", logits)
                 np.save(out / f"predictions_{name}.npy", predictions_from_logits(spec, logits))
                 np.save(out / f"labels_{name}.npy", data.labels)
                 metrics = evaluate_logits(spec, data, logits)
@@ -251,8 +278,39 @@ class Stages:
                     result["accuracy_mismatched"] = metrics.get("accuracy")
             return result
 
-        path, _ = self.cache.get_or_build("evaluate", ekey, build, cell.label)
-        return self.cache.info(path) | {"predictions_path": str(path / "predictions_dev.npy")}
+        path, _ = self.cache.get_or_build("evaluate", ekey, build, f"{cell.label} {provider}")
+        info = self.cache.info(path)
+        return info | {"predictions_path": str(path / "predictions_dev.npy"),
+                       "metric_name": spec.main_metric,
+                       "metric_value": info.get(spec.main_metric)}
+
+    def evaluations(self, cell: Cell, onnx_path: Path, key: str, tokenizer: Any
+                    ) -> dict[str, dict[str, Any]]:
+        """Per timed provider: its dev metrics, or {"status", "error"} when it has none."""
+        out: dict[str, dict[str, Any]] = {}
+        for provider in dict.fromkeys(self.suite.timing.providers):
+            out[provider] = self._evaluate_or_reason(cell, onnx_path, key, tokenizer, provider)
+            fallback = EVAL_FALLBACK.get(provider)
+            if out[provider].get("status") == "skipped" and fallback:
+                if fallback not in out:
+                    out[fallback] = self._evaluate_or_reason(cell, onnx_path, key, tokenizer,
+                                                             fallback)
+                if "status" not in out[fallback]:
+                    out[provider] = out[fallback]
+        return {p: out[p] for p in self.suite.timing.providers}
+
+    def _evaluate_or_reason(self, cell: Cell, onnx_path: Path, key: str, tokenizer: Any,
+                            provider: str) -> dict[str, Any]:
+        try:
+            return self.evaluated(cell, onnx_path, key, tokenizer, provider)
+        except SkipCell as exc:
+            log.warning("%s: no metric on %s: %s", cell.label, provider, exc)
+            return {"status": "skipped", "error": " ".join(str(exc).split())}
+        except Exception as exc:  # noqa: BLE001 - the other providers' rows go on
+            log.error("%s: evaluation on %s failed:\n%s", cell.label, provider,
+                      traceback.format_exc())
+            return {"status": "failed",
+                    "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
 
     def flops(self, built: Built, batch: int, seq: int) -> Any:
         """The model's GEMM FLOPs at this shape (shape inference takes seconds: cached)."""
@@ -282,13 +340,10 @@ class Stages:
         onnx_path, key = self.onnx_steps(cell, export_dir, key, notes)
         info = dict(export_info)
         info.pop("fp32_optimization", None)
-        info |= self.evaluated(cell, onnx_path, key, _load_tokenizer(export_dir))
         info |= {"onnx_bytes": onnx_path.stat().st_size, "onnx_zip_bytes": zipped_size(onnx_path),
                  "notes": notes, "artifact_key": key}
-        spec = get_task(cell.task)
-        info["metric_name"] = spec.main_metric
-        info["metric_value"] = info.get(spec.main_metric)
-        return Built(onnx_path, export_dir, key, info)
+        metrics = self.evaluations(cell, onnx_path, key, _load_tokenizer(export_dir))
+        return Built(onnx_path, export_dir, key, info, metrics)
 
     def _data_id(self, task: str, split: str) -> dict[str, Any]:
         ft = self.suite.finetune

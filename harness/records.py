@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
 
@@ -36,7 +36,9 @@ class Record(BaseModel):
     error: str | None = None
     stage: str | None = None  # the stage that failed or skipped
     notes: list[str] = []
-    # task metrics (dev set, ONNX model through onnxruntime)
+    precision: str | None = None  # what the timed runtime computed in: fp32, bf16, fp16
+    # task metrics (dev set, the ONNX model run by `metric_provider`)
+    metric_provider: str | None = None  # the runtime of the metric: cpu (onnxruntime), openvino
     metric_name: str | None = None
     metric_value: float | None = None
     accuracy: float | None = None
@@ -107,7 +109,18 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-MIGRATIONS = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 evaluated every row with onnxruntime's CPU provider and timed graphs as they were."""
+    data = dict(data)
+    if data.get("metric_value") is not None:
+        data.setdefault("metric_provider", "cpu")
+    if data.get("status") == "ok":
+        data.setdefault("precision", "fp32")
+    data["schema_version"] = 3
+    return data
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: dict[str, Any], where: str = "record") -> dict[str, Any]:

@@ -100,21 +100,25 @@ class CellRunner:
             return [self.record(cell, s, status=result.status, error=result.error, stage="build")
                     for s in todo]
         tokenizer = result.built.tokenizer()
-        sessions: dict[str, Any] = {}  # one session per provider serves every shape
-        return [self._timed(cell, result.built, tokenizer, shape, sessions) for shape in todo]
+        runners: dict[str, Any] = {}  # one runner per provider serves every shape
+        return [self._timed(cell, result.built, tokenizer, shape, runners) for shape in todo]
 
     def _timed(self, cell: Cell, built: Built, tokenizer: Any, shape: Shape,
-               sessions: dict[str, Any]) -> Record:
-        from harness.timing import make_inputs, make_session, time_onnx
+               runners: dict[str, Any]) -> Record:
+        from harness.timing import make_inputs, make_runner, time_onnx
 
         provider, batch, seq = shape
+        missing = built.unavailable(provider)
+        if missing:  # no metric on this provider's runtime: a timing alone would mislead
+            return self.record(cell, shape, built, status=missing[0], error=missing[1],
+                               stage="evaluate")
         try:
             dev = self.stages.split(cell.task, "dev")
             feed = make_inputs(tokenizer, dev.text_a, dev.text_b, batch, seq, self.suite.timing.seed)
-            if provider not in sessions:
-                sessions[provider] = make_session(built.onnx_path, provider, self.suite.timing)
+            if provider not in runners:
+                runners[provider] = make_runner(built.onnx_path, provider, self.suite.timing)
             fields = time_onnx(built.onnx_path, provider, self.suite.timing, feed, batch,
-                               flops=self._flops(built, batch, seq), session=sessions[provider])
+                               flops=self._flops(built, batch, seq), session=runners[provider])
         except SkipCell as exc:
             return self.record(cell, shape, built, status="skipped", error=str(exc), stage="time")
         except Exception as exc:  # noqa: BLE001
@@ -133,7 +137,8 @@ class CellRunner:
     def record(self, cell: Cell, shape: Shape, built: Built | None = None,
                **fields: Any) -> Record:
         provider, batch, seq = shape
-        info = {k: v for k, v in (built.info if built else {}).items() if k in Record.model_fields}
+        known = built.fields(shape[0]) if built else {}
+        info = {k: v for k, v in known.items() if k in Record.model_fields}
         base = {"run_id": self.run_id, "model": cell.model, "task": cell.task,
                 "method": cell.pipeline.method, "variant": cell.pipeline.label,
                 "method_params": cell.pipeline.params(), "provider": provider,

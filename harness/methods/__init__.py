@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from harness.methods import distill, prune  # noqa: F401  (register on import)
+from harness.methods import distill, precision, prune  # noqa: F401  (register on import)
 from harness.methods.base import METHODS, MethodContext, MethodInfo, MethodParams, method
 
 log = logging.getLogger(__name__)

@@ -107,7 +107,9 @@ def _tables(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
              "<p class='note'>metric in points (×100). Δ metric, speedup (baseline p50 / p50) and "
              "size × (ONNX bytes / baseline's) are relative to the baseline of the same model, "
              "task, provider, batch and sequence length. Highlighted rows (★) are on the Pareto "
-             "front; an orange edge marks unstable timings.</p>"]
+             "front; an orange edge marks unstable timings. Each row's metric is measured on the "
+             "runtime and precision it is timed with; × cpu baseline compares other providers' "
+             "rows with the onnxruntime CPU baseline.</p>"]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"<h3>{escape(task_heading(rows))}</h3>", _table(shown, _row_classes(rows))]

@@ -1,4 +1,4 @@
-"""Latency of ONNX models through onnxruntime: sessions, paired inputs, loop, stats, roofline."""
+"""Latency of ONNX models: runners (onnxruntime, OpenVINO), paired inputs, loop, stats, roofline."""
 from __future__ import annotations
 
 import logging
@@ -11,17 +11,20 @@ import onnx
 import onnxruntime as ort
 
 from harness.config import TimingSpec
+from harness.timing.backend import PROVIDERS, as_runner, make_runner
+from harness.timing.base import Runner
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
 from harness.timing.roofline import (FlopCount, count_flops, gemm_peak_gflops, model_flops,
                                      roofline_fields)
-from harness.timing.session import describe_session, make_session
+from harness.timing.session import make_session
 from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Measurement", "Stats", "describe_inputs", "feed_for", "gemm_peak_gflops",
-           "make_inputs", "make_session", "measure", "model_flops", "time_file", "time_onnx"]
+__all__ = ["PROVIDERS", "Measurement", "Runner", "Stats", "describe_inputs", "feed_for",
+           "gemm_peak_gflops", "make_inputs", "make_runner", "make_session", "measure",
+           "model_flops", "time_file", "time_onnx"]
 
 
 def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
@@ -32,37 +35,41 @@ def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
 def time_onnx(onnx_path: str | Path, provider: str, spec: TimingSpec,
               feed_inputs: Mapping[str, np.ndarray], batch_size: int, *,
               roofline: bool = True, flops: FlopCount | None = None,
-              session: ort.InferenceSession | None = None) -> dict[str, Any]:
+              session: ort.InferenceSession | Runner | None = None) -> dict[str, Any]:
     """Time one ONNX model on one provider; returns Record fields.
 
     Fields: the latency statistics, samples_ms, unstable(_reason), load_avg, peak_rss_mb,
-    gpu_mem_mb, session (settings and how the loop ended) and, with `roofline`, flops,
-    gflops_per_s and efficiency (`flops`: a count made earlier, else counted here). Raises
-    SkipCell when the provider is unavailable. A `session` made by `make_session` for this
-    file and provider may be passed to time several shapes without rebuilding it.
+    gpu_mem_mb, precision, session (settings and how the loop ended) and, with `roofline`,
+    flops, gflops_per_s and efficiency (`flops`: a count made earlier, else counted here).
+    Raises SkipCell when the provider is unavailable. A runner made by `make_runner` (or an
+    onnxruntime session) for this file and provider may be passed to time several shapes
+    without rebuilding it.
     """
     owned = session is None
-    session = session or make_session(onnx_path, provider, spec)
-    m = measure(session, feed_for(session, feed_inputs), spec, batch_size=batch_size,
+    runner = make_runner(onnx_path, provider, spec) if owned else as_runner(session, provider,
+                                                                            spec)
+    m = measure(runner, feed_for(runner, feed_inputs), spec, batch_size=batch_size,
                 provider=provider)
     fields = m.record_fields()
-    fields["session"] = {**describe_session(session, provider, spec), "measurement": m.details}
+    fields["precision"] = runner.precision
+    fields["session"] = {**runner.describe(), "measurement": m.details}
     if owned:
-        del session  # its thread pool must not compete with the peak GEMM measurement
+        del runner  # its thread pool must not compete with the peak GEMM measurement
     if roofline:
         fields.update(_roofline(onnx_path, provider, spec, m, _seq_len(feed_inputs), fields,
-                                flops))
+                                flops, fields["precision"]))
     return fields
 
 
 def _roofline(onnx_path: str | Path, provider: str, spec: TimingSpec, m: Measurement,
-              seq_len: int, fields: dict[str, Any], count: FlopCount | None) -> dict[str, Any]:
+              seq_len: int, fields: dict[str, Any], count: FlopCount | None,
+              precision: str) -> dict[str, Any]:
     """flops / gflops_per_s / efficiency; a failure here is noted, never loses the timing."""
     try:
         if count is None:
             count = count_flops(onnx.load(str(onnx_path), load_external_data=False),
                                 m.batch_size, seq_len)
-        peaks = gemm_peak_gflops(provider, spec)
+        peaks = gemm_peak_gflops(provider, spec, precision)
     except Exception as exc:  # noqa: BLE001 - the latency above is still valid
         log.warning("roofline for %s failed: %s", onnx_path, exc)
         fields["session"]["roofline"] = {"error": f"{type(exc).__name__}: {exc}"}
