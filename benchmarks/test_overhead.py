@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from harness.config import TimingSpec
+from harness.schema import TimingSpec
 from harness.timing.inputs import feed_for, random_inputs
 from harness.timing.loop import measure
 

@@ -39,7 +39,7 @@ def run(suite: Path,
         address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         ) -> None:
     """Run (or resume) a suite; exit 1 if any cell failed."""
-    from harness.runner import run_suite
+    from harness.run import run_suite
 
     summary = run_suite(suite, results_dir, run_id, use_cache=not no_cache, executor=executor,
                         address=address)
@@ -53,7 +53,7 @@ def run(suite: Path,
 @app.command()
 def validate(suite: Path) -> None:
     """Check a suite file; every problem is printed as one line naming the field."""
-    from harness.config import check_suite
+    from harness.plan import check_suite
 
     parsed, pipelines, problems = check_suite(suite)
     if problems:
@@ -125,7 +125,7 @@ def time(model: Path,
          threads: Annotated[int | None, typer.Option(help="intra-op threads")] = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Time one ONNX file the way suites do and print the statistics."""
-    from harness.config import TimingSpec
+    from harness.schema import TimingSpec
     from harness.timing import time_file
 
     if not model.is_file():

@@ -18,8 +18,8 @@ import pandas as pd
 from scipy import stats
 
 from harness.errors import ConfigError, HarnessError
+from harness.publish.markdown import md_table
 from harness.records import Record
-from harness.report.markdown import md_table
 
 log = logging.getLogger(__name__)
 

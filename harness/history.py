@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.leaderboard import records_frame
+from harness.publish.tables import records_frame
 from harness.store import MANIFEST, RECORDS, list_runs, load_records
 
 log = logging.getLogger(__name__)

@@ -1,20 +1,16 @@
 """The record contract: one measured cell per line of records.jsonl."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.clock import now
 from harness.errors import SchemaError
 
 SCHEMA_VERSION = 3
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Record(BaseModel):
@@ -86,7 +82,7 @@ class Record(BaseModel):
     env: dict[str, Any] = {}
     machine: str | None = None  # machine fingerprint
     node: str | None = None
-    created_at: str = Field(default_factory=_now)
+    created_at: str = Field(default_factory=now)
 
     @property
     def key(self) -> tuple[str, str, str, str, int, int]:

@@ -1,13 +1,13 @@
 """A small typed registry with decorated factories and entry-point plugins."""
 from __future__ import annotations
 
-import difflib
+import importlib
 import logging
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from harness.errors import HarnessError, UnknownNameError
+from harness.errors import HarnessError, UnknownNameError, did_you_mean
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,13 +47,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self.load_plugins()
         if name not in self._entries:
-            msg = f"unknown {self.kind} '{name}'."
-            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-            if close:
-                msg += f" Did you mean: {', '.join(close)}?"
-            else:
-                msg += f" Known: {', '.join(sorted(self._entries))}."
-            raise UnknownNameError(msg)
+            raise UnknownNameError(f"unknown {self.kind} '{name}'. "
+                                   + did_you_mean(name, self._entries))
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:
@@ -67,3 +62,9 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         self.load_plugins()
         return sorted(self._entries.items())
+
+
+def load_object(target: str) -> object:
+    """Import "package.module:attr" (the form lazy registry entries are written in)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from harness.clock import run_id_now
 from harness.errors import HarnessError, SchemaError
 from harness.records import Record, parse_record
 
@@ -20,7 +20,7 @@ MANIFEST = "manifest.json"
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return run_id_now()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

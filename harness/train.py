@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness.nn import KDLoss
+
 if TYPE_CHECKING:
-    from harness.config import FinetuneSpec
-    from harness.methods.distill import KDLoss
+    from harness.schema import FinetuneSpec
     from harness.tasks.spec import TaskData, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,6 @@ def finetune(
         model.eval()
         return TrainLog(0, len(data), spec.epochs, float("nan"), float("nan"), 0.0)
     if teacher is not None and kd is None:
-        from harness.methods.distill import KDLoss
-
         kd = KDLoss()
     features = _tokenize(tokenizer, data, spec.max_seq_len)
     labels = torch.tensor(data.labels)

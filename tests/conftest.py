@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from harness.tasks import TaskData
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -112,7 +116,7 @@ def suite_file(tmp_path: Path, glue: Path, model: Path, methods: str = "[baselin
     return path
 
 
-def toy_sst2(n: int = 32, seed: int = 0) -> "TaskData":
+def toy_sst2(n: int = 32, seed: int = 0) -> TaskData:
     """Separable sentiment: label 1 sentences say 'good great', label 0 'bad terrible'."""
     import numpy as np
 

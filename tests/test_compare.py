@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare import (bootstrap_ratio, compare_runs, mcnemar_exact, paired_bootstrap,
-                             parse_threshold)
+from harness.compare import (
+    bootstrap_ratio,
+    compare_runs,
+    mcnemar_exact,
+    paired_bootstrap,
+    parse_threshold,
+)
 from harness.errors import ConfigError, HarnessError
 from harness.records import Record
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import check_suite, load_suite
 from harness.errors import ConfigError
+from harness.plan import check_suite, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,16 +6,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_bert
+from conftest import toy_sst2 as toy
 from pydantic import ValidationError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import make_tiny_bert, toy_sst2 as toy
-from harness.config import FinetuneSpec
 from harness.errors import ConfigError
 from harness.methods import METHODS, MethodContext
-from harness.methods.distill import DistillParams, KDLoss, build_student, default_layers
+from harness.methods.distill import build_student, default_layers
+from harness.methods.params import DistillParams
+from harness.nn import KDLoss
+from harness.schema import FinetuneSpec
 from harness.tasks.spec import get_task
-
 
 
 @pytest.fixture(scope="module")

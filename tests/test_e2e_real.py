@@ -6,7 +6,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from harness.runner import run_suite
+from harness.run import run_suite
 from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from harness.leaderboard import glue_score, leaderboard, records_frame, write_tables
+from harness.publish.markdown import write_tables
+from harness.publish.tables import glue_score, leaderboard, records_frame
 from harness.records import Record
 
 

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from harness.errors import ModelError
-from harness.models import (CATALOGUE, check_model_name, describe_models, load_model,
-                            model_fingerprint)
+from harness.models import (
+    CATALOGUE,
+    check_model_name,
+    describe_models,
+    load_model,
+    model_fingerprint,
+)
 from harness.models.catalogue import l3_onnx_path, l6_model_dir
 
 SENTENCES = [

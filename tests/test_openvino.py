@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import export_tiny_onnx
 
 from harness import precision as prec
-from harness.config import TimingSpec
 from harness.errors import SkipCell
 from harness.records import Record, migrate
+from harness.schema import TimingSpec
 from harness.timing import make_runner, random_inputs, time_onnx
 from harness.timing import openvino as ov_backend
 from harness.timing.env import cpu_info
@@ -167,7 +166,7 @@ def test_suite_rows_carry_the_metric_of_their_own_runtime(tmp_path: Path, tiny_g
     from harness.cache import ArtifactCache
     from harness.evaluation import onnx_logits
     from harness.metrics import compute_metrics
-    from harness.runner import run_suite
+    from harness.run import run_suite
     from harness.store import RunStore
     from harness.tasks import get_task, load_split
 

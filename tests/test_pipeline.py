@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import suite_file
 
-from harness.runner import run_suite
+from harness.run import run_suite
 from harness.store import RunStore
 
 

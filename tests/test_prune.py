@@ -7,14 +7,19 @@ import torch
 from conftest import toy_sst2 as toy
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from harness.config import FinetuneSpec
 from harness.methods import METHODS, MethodContext
 from harness.methods.prune import (
-    StructuredParams, UnstructuredParams, _gradient_importance, cubic_sparsity, encoder_linears,
-    head_plan, prune_to, sparsity_report,
+    StructuredParams,
+    UnstructuredParams,
+    _gradient_importance,
+    cubic_sparsity,
+    encoder_linears,
+    head_plan,
+    prune_to,
+    sparsity_report,
 )
+from harness.schema import FinetuneSpec
 from harness.tasks.spec import get_task
-
 
 
 def _ctx(path, tmp_path, epochs: float = 1.0) -> MethodContext:

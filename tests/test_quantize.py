@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import export_tiny_onnx
 
-from harness.config import FinetuneSpec
 from harness.errors import ConfigError, DataError
 from harness.methods.base import METHODS, MethodContext
-from harness.methods.quantize import (Int8DynamicParams, Int8StaticParams, int8_dynamic,
-                                      int8_static)
+from harness.methods.quantize import Int8DynamicParams, Int8StaticParams, int8_dynamic, int8_static
 from harness.optimize import op_counts, optimize_fp32, residual_add_to_sum
+from harness.schema import FinetuneSpec
 from harness.tasks.spec import TaskData, get_task
 
 WORDS = "the a movie film good bad great not very it was is and but one two dog cat".split()

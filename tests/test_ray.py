@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.records import Record
-from harness.runner import run_suite
+from harness.run import run_suite
 from harness.store import RunStore
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'harness[ray]')")

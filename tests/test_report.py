@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.publish.html import write_report
 from harness.records import Record
-from harness.report import write_report
 
 EVIL = "<script>alert(1)</script>"
 MANIFEST = {"suite": "demo", "run_id": "20250101T000000Z", "git_sha": "abc1234",

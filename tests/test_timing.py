@@ -15,19 +15,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import WORDS, make_tiny_bert
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.config import TimingSpec
 from harness.errors import HarnessError, SkipCell
+from harness.publish.bench_json import benchmark_stats, write_pytest_benchmark_json
 from harness.records import Record
-from harness.timing import loop, roofline, session as sess_mod, time_file, time_onnx
-from harness.timing.bench_json import benchmark_stats, write_pytest_benchmark_json
+from harness.schema import TimingSpec
 from harness.timing import env as env_mod
+from harness.timing import loop, roofline, time_file, time_onnx
+from harness.timing import session as sess_mod
 from harness.timing.env import environment, machine_fingerprint
 from harness.timing.inputs import feed_for, make_inputs, random_inputs
 from harness.timing.stats import Stats
-
-from conftest import WORDS, make_tiny_bert
 
 FAST = TimingSpec(warmup=1, min_iterations=5, min_seconds=0.0, max_seconds=5.0)
 B, S, H, I, LAYERS, LABELS = 2, 16, 32, 64, 2, 2

@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import torch
+from conftest import make_tiny_bert
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import make_tiny_bert
-from harness.config import FinetuneSpec
+from harness.schema import FinetuneSpec
 from harness.tasks.spec import TaskData, get_task
 from harness.train import encode, finetune, predict
 
@@ -94,7 +94,7 @@ def test_predict_keeps_data_order(tiny_bert_dir):
 
 
 def test_kd_with_teacher_runs(tiny_bert_dir):
-    from harness.methods.distill import KDLoss
+    from harness.nn import KDLoss
 
     model, tok = _load(tiny_bert_dir)
     teacher, _ = _load(tiny_bert_dir)

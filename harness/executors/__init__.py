@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Protocol
 from harness.errors import ConfigError
 
 if TYPE_CHECKING:
-    from harness.pipeline import Cell
+    from harness.cell import CellRunner
+    from harness.plan import Cell
     from harness.records import Record
-    from harness.runner import CellRunner
 
 
 class Executor(Protocol):

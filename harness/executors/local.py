@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.pipeline import Cell
+    from harness.cell import CellRunner
+    from harness.plan import Cell
     from harness.records import Record
-    from harness.runner import CellRunner
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.pipeline import Cell
+    from harness.cell import BuildResult, CellRunner
+    from harness.plan import Cell
     from harness.records import Record
-    from harness.runner import BuildResult, CellRunner
 
 log = logging.getLogger(__name__)
 
 
 def _failure(exc: Exception) -> BuildResult:
     """A shared stage's exception, classified as `CellRunner.build` does."""
-    from harness.runner import BuildResult
+    from harness.cell import BuildResult
 
     return BuildResult.failure(exc)
 
@@ -166,7 +166,8 @@ def lost(runner: CellRunner, cell: Cell, todo: list, built: Any, exc: Exception
     """Failed records for a cell whose stage was lost after its retries (its worker died)."""
     import ray
 
-    from harness.runner import BuildResult, one_line
+    from harness.cell import BuildResult
+    from harness.errors import one_line
 
     try:
         result, stage = ray.get(built), "time"
@@ -214,8 +215,7 @@ class StageGraph:
 
     def torch_prefix(self, cell: Cell, k: int) -> Any:
         """The first k torch steps of the cell's pipeline (k = 0: its fine-tune)."""
-        from harness.config import Pipeline
-        from harness.pipeline import Cell
+        from harness.plan import Cell, Pipeline
 
         if k == 0:
             return self.tuned(cell.model, cell.task)

@@ -1,19 +1,7 @@
-"""Compression methods; importing this package registers every built-in method."""
+"""Compression methods. Importing this package registers the built-ins lazily (no torch)."""
 from __future__ import annotations
 
-import importlib
-import logging
-
-from harness.methods import distill, precision, prune  # noqa: F401  (register on import)
-from harness.methods.base import METHODS, MethodContext, MethodInfo, MethodParams, method
-
-log = logging.getLogger(__name__)
-
-try:
-    importlib.import_module("harness.methods.quantize")
-except ModuleNotFoundError as exc:  # until quantize.py lands; its own import errors still raise
-    if exc.name != "harness.methods.quantize":
-        raise
-    log.debug("quantization methods unavailable: %s", exc)
+from harness.methods.base import MethodContext, MethodInfo, MethodParams, method
+from harness.methods.catalog import METHODS
 
 __all__ = ["METHODS", "MethodContext", "MethodInfo", "MethodParams", "method"]

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.registry import Registry
+from harness.registry import Registry, load_object
 
 if TYPE_CHECKING:
-    from harness.config import FinetuneSpec
+    from harness.schema import FinetuneSpec
     from harness.tasks import TaskData, TaskSpec
 
 Level = Literal["torch", "onnx"]
@@ -52,14 +52,32 @@ class OnnxStep(Protocol):
     def apply(self, onnx_path: Path, out_dir: Path, ctx: MethodContext) -> Path: ...
 
 
+Factory = Callable[[Any], "TorchStep | OnnxStep"]
+
+
 @dataclass(frozen=True)
 class MethodInfo:
+    """A registered method: its level, parameter model and factory.
+
+    `target` is the factory itself (plugins, via `@method`) or a "module:function" string that
+    is imported on first use, so listing and validating built-in methods imports no torch.
+    """
+
     name: str
     level: Level
     params: type[MethodParams]
-    factory: Callable[[Any], TorchStep | OnnxStep]
+    target: Factory | str
     summary: str
     version: str = "1"  # bump when the method's output changes, so cached artifacts are rebuilt
+
+    @property
+    def module(self) -> str:
+        """The module whose code makes this method's output (part of its cache key)."""
+        return self.target.split(":")[0] if isinstance(self.target, str) else self.target.__module__
+
+    @property
+    def factory(self) -> Factory:
+        return load_object(self.target) if isinstance(self.target, str) else self.target
 
 
 METHODS: Registry[MethodInfo] = Registry("method", entry_point_group="harness.methods")
@@ -72,7 +90,7 @@ class NoParams(MethodParams):
 def method(
     name: str, *, level: Level, params: type[MethodParams] = NoParams, version: str = "1"
 ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
-    """Register a compression method: `@method("int8-dynamic", level="onnx", params=P)`."""
+    """Register a compression method (the plugin API): `@method("x", level="onnx", params=P)`."""
 
     def deco(factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
         summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
@@ -80,3 +98,9 @@ def method(
         return factory
 
     return deco
+
+
+def lazy_method(name: str, target: str, *, level: Level, params: type[MethodParams],
+                summary: str, version: str = "1") -> None:
+    """Register a method whose factory ("module:function") is imported on first use."""
+    METHODS.add(name, MethodInfo(name, level, params, target, summary, version))

@@ -13,16 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import precision as prec
-from harness.methods.base import MethodContext, NoParams, method
+from harness.methods.base import MethodContext, NoParams
 
 
-@method("bf16", level="onnx")
 def bf16(params: NoParams) -> PrecisionStep:
     """Run in bfloat16 where the runtime supports it (OpenVINO on AMX / AVX512-BF16 CPUs)."""
     return PrecisionStep("bf16")
 
 
-@method("fp16", level="onnx")
 def fp16(params: NoParams) -> PrecisionStep:
     """Run in float16 where the runtime supports it (OpenVINO on AVX512-FP16 / AMX-FP16 CPUs)."""
     return PrecisionStep("fp16")

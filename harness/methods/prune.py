@@ -5,15 +5,15 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field, model_validator
 from torch.nn.utils import prune
 from transformers.pytorch_utils import prune_linear_layer
 
-from harness.methods.base import MethodContext, MethodParams, method
-from harness.methods.distill import KDLoss, encoder_layers
+from harness.methods.base import MethodContext
+from harness.methods.params import StructuredParams, UnstructuredParams
+from harness.nn import KDLoss, encoder_layers
 
 if TYPE_CHECKING:
     from harness.tasks.spec import TaskData
@@ -72,21 +72,6 @@ def _own(model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
 # --- unstructured ---------------------------------------------------------------------------
 
 
-class UnstructuredParams(MethodParams):
-    sparsity: float = Field(0.8, gt=0, lt=1)
-    schedule: Literal["cubic", "oneshot"] = "cubic"
-    epochs: float | None = Field(None, ge=0)  # recovery fine-tune; None: finetune.epochs
-    distill: bool = False  # soft targets from the fine-tuned baseline during recovery
-    begin_fraction: float = Field(0.0, ge=0, le=1)
-    end_fraction: float = Field(0.7, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _order(self) -> UnstructuredParams:
-        if self.end_fraction < self.begin_fraction:
-            raise ValueError("end_fraction must be >= begin_fraction")
-        return self
-
-
 def prune_to(weights: list[tuple[torch.nn.Module, str]], sparsity: float) -> None:
     """Global L1 pruning of `weights` until `sparsity` of their entries are masked."""
     n = sum(getattr(m, name).numel() for m, name in weights)
@@ -129,22 +114,12 @@ class PruneUnstructured:
         return model
 
 
-@method("prune-unstructured", level="torch", params=UnstructuredParams)
 def prune_unstructured(params: UnstructuredParams) -> PruneUnstructured:
     """Global magnitude pruning of encoder linears with a cubic sparsity schedule (Zhu & Gupta)."""
     return PruneUnstructured(params)
 
 
 # --- structured -----------------------------------------------------------------------------
-
-
-class StructuredParams(MethodParams):
-    heads_fraction: float = Field(0.5, ge=0, lt=1)  # of all heads, removed globally
-    neurons_fraction: float = Field(0.5, ge=0, lt=1)  # of each layer's FFN neurons
-    importance: Literal["gradient", "magnitude"] = "gradient"
-    importance_samples: int = Field(256, gt=0)
-    epochs: float | None = Field(None, ge=0)  # recovery fine-tune; None: finetune.epochs
-    distill: bool = True
 
 
 def importance(model: torch.nn.Module, ctx: MethodContext, kind: str, samples: int
@@ -284,7 +259,6 @@ class PruneStructured:
         return model
 
 
-@method("prune-structured", level="torch", params=StructuredParams)
 def prune_structured(params: StructuredParams) -> PruneStructured:
     """Remove attention heads (global, Michel et al. 2019) and FFN neurons (per layer), then recover."""
     return PruneStructured(params)

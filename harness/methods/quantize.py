@@ -21,19 +21,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, PositiveInt, field_validator
 
 from harness.errors import DataError
-from harness.methods.base import MethodContext, MethodParams, method
+from harness.methods.base import MethodContext
+from harness.methods.params import Int8DynamicParams, Int8StaticParams
 from harness.optimize import op_counts, optimize_fp32, residual_add_to_sum
 
 log = logging.getLogger(__name__)
 
-DYNAMIC_OP_TYPES = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization", "Conv", "LSTM",
-                    "Transpose")
 CALIBRATION_BATCH = 8
 ENTROPY_BINS = 2048  # histogram bins; 256 quantized bins (uint8)
 INT8_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QAttention", "QLinearMatMul",
@@ -41,38 +39,11 @@ INT8_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QAttention", "Q
                       "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 
 
-class Int8DynamicParams(MethodParams):
-    per_channel: bool = True  # same speed here, ~half the logit error of per-tensor
-    reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI
-    op_types: list[str] | None = None  # None: every op type onnxruntime can quantize
-    optimize: bool = True  # quantize the CPU-optimized fused graph (else the graph as given)
-    fast_gelu: bool = True  # tanh Gelu approximation (only with optimize)
-
-    @field_validator("op_types")
-    @classmethod
-    def _known_ops(cls, v: list[str] | None) -> list[str] | None:
-        bad = sorted(set(v or []) - set(DYNAMIC_OP_TYPES))
-        if bad:
-            raise ValueError(f"cannot quantize {bad} dynamically; known: {list(DYNAMIC_OP_TYPES)}")
-        return v
-
-
-class Int8StaticParams(MethodParams):
-    calibration_samples: PositiveInt = 128
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
-    quant_format: Literal["qdq", "qoperator"] = "qdq"
-    percentile: float = Field(99.999, gt=0, le=100)
-    optimize: bool = True  # the CPU recipe above (else onnxruntime's defaults)
-
-
-@method("int8-dynamic", level="onnx", params=Int8DynamicParams)
 def int8_dynamic(params: Int8DynamicParams) -> DynamicInt8Step:
     """Dynamic int8 quantization (weights int8, activations quantized at run time)."""
     return DynamicInt8Step(params)
 
 
-@method("int8-static", level="onnx", params=Int8StaticParams)
 def int8_static(params: Int8StaticParams) -> StaticInt8Step:
     """Static int8 quantization calibrated on the task's training split."""
     return StaticInt8Step(params)
@@ -83,9 +54,8 @@ class DynamicInt8Step:
         self.params = params
 
     def apply(self, onnx_path: Path, out_dir: Path, ctx: MethodContext) -> Path:
-        from onnxruntime.quantization import quantize_dynamic
-
         import onnx
+        from onnxruntime.quantization import quantize_dynamic
 
         p = self.params
         out_dir.mkdir(parents=True, exist_ok=True)

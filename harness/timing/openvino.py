@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from harness import precision as prec
-from harness.config import TimingSpec
 from harness.errors import SkipCell
+from harness.schema import TimingSpec
 from harness.timing.base import Runner
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.config import TimingSpec
+from harness.schema import TimingSpec
 
 log = logging.getLogger(__name__)
 

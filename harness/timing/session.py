@@ -7,8 +7,8 @@ from typing import Any
 
 import onnxruntime as ort
 
-from harness.config import TimingSpec
 from harness.errors import SkipCell
+from harness.schema import TimingSpec
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.leaderboard import BASELINE, FRONT_KEY
+from harness.publish.tables import BASELINE, FRONT_KEY
 
 log = logging.getLogger(__name__)
 

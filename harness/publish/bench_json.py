@@ -9,11 +9,11 @@ import platform
 import statistics
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.clock import now
 from harness.records import Record
 from harness.store import write_json_atomic
 from harness.timing.env import cpu_info, git_state, machine_fingerprint
@@ -125,7 +125,7 @@ def write_pytest_benchmark_json(records: list[Record], path: str | Path,
         "machine_info": machine_info if machine_info is not None else default_machine_info(),
         "commit_info": _commit_info(timed),
         "benchmarks": [_benchmark(r) for r in timed],
-        "datetime": datetime.now(UTC).isoformat(),
+        "datetime": now(timespec="microseconds"),
         "version": version,
     }
     path = Path(path)

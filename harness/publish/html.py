@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 
 from harness.history import STATUSES, run_summary
-from harness.leaderboard import (SECTION_DROP, display_table, failures, glue_score,
-                                 leaderboard, records_frame, task_heading)
+from harness.publish import plots
+from harness.publish.fmt import display_table, task_heading
+from harness.publish.tables import SECTION_DROP, failures, glue_score, leaderboard, records_frame
 from harness.records import Record
-from harness.report import plots
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +22,7 @@ _MB = 1e6
 # columns the per-task sections leave out (in the heading, or in the CSV only)
 SECTION_DROP = ("task", "metric_name", "metric_provider", "method", "onnx_bytes", "error",
                 "stage")
-_ALWAYS = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
+ALWAYS_SHOWN = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
 
 # leaderboard column -> header shown in Markdown and HTML tables
 DISPLAY = {
@@ -42,8 +40,8 @@ DISPLAY = {
 # the columns of leaderboard(), in order
 COLUMNS = [
     *CELL, "precision", "metric_name", "metric_provider", "metric", "metric_delta",
-    "latency_p50_ms", "latency_p90_ms", "speedup", "speedup_vs_cpu", "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb",
-    "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
+    "latency_p50_ms", "latency_p90_ms", "speedup", "speedup_vs_cpu", "throughput_per_s",
+    "params", "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
     "onnx_bytes", "error", "stage",
 ]
 
@@ -154,23 +152,28 @@ def _glue_task(task: str, split: object) -> str | None:
 
 
 def glue_score(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, variant): mean main metric (points) over the tasks with ok rows, and which."""
-    cols = ["model", "variant", "glue_score", "n_tasks", "tasks"]
+    """Per (model, variant, metric runtime): mean main metric (points) over the tasks with ok
+    rows, and which. Rows measured on different runtimes (onnxruntime fp32, OpenVINO bf16)
+    can differ, so each runtime gets its own score."""
+    cols = ["model", "variant", "metric_provider", "glue_score", "n_tasks", "tasks"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     points = (df["metric_value"].astype("float64") * 100 if "metric_value" in df
               else df["metric"].astype("float64"))
     split = df["eval_split"] if "eval_split" in df else pd.Series(None, index=df.index)
+    runtime = df["metric_provider"] if "metric_provider" in df else pd.Series(None, index=df.index)
     rows = pd.DataFrame({
         "model": df["model"], "variant": df["variant"], "points": points,
+        "metric_provider": runtime.fillna("–"),
         "task": [_glue_task(t, s) for t, s in zip(df["task"], split)],
     })
     rows = rows[(df["status"] == "ok") & rows["points"].notna() & rows["task"].notna()]
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    # the metric does not depend on provider, batch or sequence length: one value per task
-    per_task = rows.groupby(["model", "variant", "task"], sort=True)["points"].first()
-    grouped = per_task.reset_index().groupby(["model", "variant"], sort=True)
+    # on one runtime the metric does not depend on batch or sequence length: one per task
+    keys = ["model", "variant", "metric_provider"]
+    per_task = rows.groupby([*keys, "task"], sort=True)["points"].first()
+    grouped = per_task.reset_index().groupby(keys, sort=True)
     out = grouped.agg(glue_score=("points", "mean"), n_tasks=("task", "size"),
                       tasks=("task", lambda t: ", ".join(sorted(t))))
     return out.reset_index()[cols]
@@ -182,61 +185,3 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=cols)
     return df.loc[df["status"] != "ok", cols].reset_index(drop=True)
-
-
-def _fmt(value: object, col: str) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if col in ("unstable", "pareto"):
-        return ("yes" if col == "unstable" else "★") if bool(value) else ""
-    if col == "metric_delta":
-        return f"{value:+.2f}"
-    if col in ("speedup", "speedup_vs_cpu", "size_ratio"):
-        return f"{value:.2f}×"
-    if col in ("params", "nonzero_params"):
-        return f"{value / 1e6:.2f}M"
-    if col in ("onnx_mb", "onnx_zip_mb", "metric", "glue_score", "latency_p50_ms",
-               "latency_p90_ms"):
-        return f"{value:.2f}"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
-
-
-def task_heading(rows: pd.DataFrame) -> str:
-    """'sst2 · accuracy' for one task's rows (the metric name leaves the table)."""
-    names = rows["metric_name"].dropna().unique()
-    return f"{rows['task'].iloc[0]} · {', '.join(map(str, names))}" if len(names) else str(
-        rows["task"].iloc[0])
-
-
-def _has_value(col: pd.Series) -> bool:
-    if col.name == "unstable":
-        return bool(col.fillna(False).astype(bool).any())
-    return bool(col.notna().any())
-
-
-def display_table(frame: pd.DataFrame, drop: Iterable[str] = (), compact: bool = False
-                  ) -> pd.DataFrame:
-    """Strings ready to print, with the short headers of DISPLAY; other columns keep names.
-
-    compact leaves out optional columns with no value in any row (e.g. GFLOP/s on CPU-only runs).
-    """
-    cols = [c for c in frame.columns if c not in set(drop)]
-    if compact:
-        cols = [c for c in cols if c in _ALWAYS or _has_value(frame[c])]
-    shown = pd.DataFrame({DISPLAY.get(c, c): [_fmt(v, c) for v in frame[c]] for c in cols})
-    return shown.astype(object)
-
-
-def write_tables(records: Iterable[Record], run_dir: Path) -> tuple[Path, Path]:
-    """Write leaderboard.md (sections per task, GLUE score, failures) and leaderboard.csv."""
-    from harness.report.markdown import render_markdown  # report builds on this module
-
-    df = records_frame(records)
-    lb = leaderboard(df)
-    csv_path, md_path = run_dir / "leaderboard.csv", run_dir / "leaderboard.md"
-    lb.to_csv(csv_path, index=False)
-    md_path.write_text(render_markdown(lb, glue_score(df), failures(df)), encoding="utf-8")
-    log.info("wrote %s and %s (%d rows)", md_path, csv_path, len(lb))
-    return md_path, csv_path

@@ -12,9 +12,9 @@ log = logging.getLogger(__name__)
 
 def publish(records: list[Record], run_dir: Path, manifest: dict[str, Any]) -> list[Path]:
     """Rebuild leaderboard.md/.csv, report.html and benchmark.json in `run_dir`."""
-    from harness.leaderboard import write_tables
-    from harness.report.html import write_report
-    from harness.timing.bench_json import write_pytest_benchmark_json
+    from harness.publish.bench_json import write_pytest_benchmark_json
+    from harness.publish.html import write_report
+    from harness.publish.markdown import write_tables
 
     written = list(write_tables(records, run_dir) or [])
     written.append(write_report(records, run_dir, manifest))

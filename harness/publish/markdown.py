@@ -1,10 +1,17 @@
 """GitHub Markdown tables of a leaderboard: one section per task, GLUE score, failures."""
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
 import pandas as pd
 
-from harness.leaderboard import SECTION_DROP, display_table, task_heading
+from harness.publish.fmt import display_table, task_heading
+from harness.publish.tables import SECTION_DROP, failures, glue_score, leaderboard, records_frame
+from harness.records import Record
 
+log = logging.getLogger(__name__)
 _MAX_CELL = 300
 
 
@@ -44,3 +51,14 @@ def render_markdown(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -
               md_table(display_table(glue)), ""]
     parts += ["## Failed and skipped cells", "", md_table(display_table(fails)), ""]
     return "\n".join(parts)
+
+
+def write_tables(records: Iterable[Record], run_dir: Path) -> tuple[Path, Path]:
+    """Write leaderboard.md (sections per task, GLUE score, failures) and leaderboard.csv."""
+    df = records_frame(records)
+    lb = leaderboard(df)
+    csv_path, md_path = run_dir / "leaderboard.csv", run_dir / "leaderboard.md"
+    lb.to_csv(csv_path, index=False)
+    md_path.write_text(render_markdown(lb, glue_score(df), failures(df)), encoding="utf-8")
+    log.info("wrote %s and %s (%d rows)", md_path, csv_path, len(lb))
+    return md_path, csv_path
