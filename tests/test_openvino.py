@@ -115,6 +115,21 @@ def test_openvino_fp32_logits_match_onnxruntime(tiny_onnx: Path, tmp_path: Path)
 
 
 @needs_openvino
+def test_graph_openvino_cannot_read_is_a_skip(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", ["A"], ["Y"], domain="com.microsoft")
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(SkipCell, match="no conversion for com.microsoft.NoSuchOp"):
+        make_runner(tmp_path / "m.onnx", "openvino", FAST)
+
+
+@needs_openvino
 def test_time_onnx_on_openvino_makes_a_record(tiny_onnx: Path) -> None:
     fields = time_onnx(tiny_onnx, "openvino", FAST, random_inputs(B, S, 0, 50), B)
     session = fields["session"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -145,6 +146,19 @@ class OpenVinoRunner(Runner):
                 **device_info(), **props}
 
 
+def read_onnx(core: Any, onnx_path: str | Path) -> Any:
+    """The ONNX file as an OpenVINO model; SkipCell for a graph with ops OpenVINO has no
+    conversion for (onnxruntime-only contrib ops such as int8-dynamic's QAttention)."""
+    try:
+        return core.read_model(str(onnx_path))
+    except RuntimeError as exc:
+        missing = re.search(r"No conversion rule found for operations: ([^\n]+)", str(exc))
+        if missing is None:
+            raise
+        raise SkipCell(f"openvino cannot read this graph: no conversion for "
+                       f"{missing.group(1).strip()} (onnxruntime-only ops)") from None
+
+
 def openvino_runner(onnx_path: str | Path, spec: TimingSpec) -> OpenVinoRunner:
     """Compile `onnx_path` for the CPU plugin at the precision the file asks for.
 
@@ -154,7 +168,7 @@ def openvino_runner(onnx_path: str | Path, spec: TimingSpec) -> OpenVinoRunner:
     if reason:
         raise SkipCell(reason)
     core = _core()
-    model = core.read_model(str(onnx_path))
+    model = read_onnx(core, onnx_path)
     wanted = _requested(model)
     compiled = core.compile_model(model, DEVICE, compile_config(spec, wanted))
     ran = _plain(compiled.get_property("INFERENCE_PRECISION_HINT"))
