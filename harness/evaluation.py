@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.export import encode_batch
+from harness.encode import encode_batch
 from harness.metrics import compute_metrics
 from harness.tasks import TaskData, TaskSpec
 

@@ -29,29 +29,13 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return path
 
 
-def encode_batch(tokenizer: Any, data: TaskData, start: int, stop: int, max_len: int,
-                 names: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
-    """Tokenize examples [start, stop) to int64 arrays, keeping only the inputs in `names`."""
-    text_b = None if data.text_b is None else data.text_b[start:stop]
-    enc = tokenizer(data.text_a[start:stop], text_b, truncation=True, max_length=max_len,
-                    padding="max_length" if pad_to else "longest", return_tensors="np")
-    return {k: v.astype(np.int64) for k, v in enc.items() if k in names}
-
-
 def torch_logits(model: Any, tokenizer: Any, data: TaskData, max_len: int,
                  batch_size: int = 64) -> np.ndarray:
-    """Logits of the PyTorch model (float32), shape (n, num_labels)."""
-    import torch
+    """Logits of the PyTorch model (float32), shape (n, num_labels), as the training loop predicts."""
+    from harness.train import predict
 
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    out = []
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            feed = encode_batch(tokenizer, data, start, start + batch_size, max_len, names)
-            logits = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
-            out.append(logits.float().numpy())
-    return np.concatenate(out)
+    logits = predict(model, tokenizer, data, max_len, batch_size)
+    return logits.reshape(len(data), -1).astype(np.float32)
 
 
 def parity(torch_out: np.ndarray, onnx_out: np.ndarray, regression: bool) -> dict[str, float]:

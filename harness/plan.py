@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, HarnessError
 from harness.methods.catalog import METHODS
+from harness.models import check_model_name
 from harness.schema import RawStep, Suite
 
 
@@ -167,8 +168,6 @@ def check_suite(path: Path) -> tuple[Suite | None, list[Pipeline], list[str]]:
     except ValidationError as exc:
         return None, [], [f"{path}: {line}" for line in _format_errors(exc)]
     pipelines, problems = resolve_pipelines(suite)
-    from harness.models import check_model_name
-
     for i, name in enumerate(suite.models):
         problem = check_model_name(name)
         if problem:

@@ -12,8 +12,10 @@ from harness.cell import CellRunner
 from harness.clock import now
 from harness.executors import make_executor
 from harness.plan import load_suite, plan
+from harness.publish import publish
 from harness.store import RunStore, new_run_id
 from harness.tasks import resolve_data_dir
+from harness.timing.env import environment, machine_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,6 @@ def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
               use_cache: bool = True, executor: str | None = None,
               address: str | None = None) -> RunSummary:
     """Run or resume a suite; bad input raises before anything is written."""
-    from harness.publish import publish
-    from harness.timing.env import environment, machine_fingerprint
-
     suite, pipelines = load_suite(suite_path)
     data_dir = resolve_data_dir(suite.data_dir)
     chosen = make_executor(executor or suite.executor, address)

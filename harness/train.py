@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness.encode import token_lists
 from harness.nn import KDLoss
 
 if TYPE_CHECKING:
@@ -36,14 +37,6 @@ class TrainLog:
     loss_curve: list[float] = field(default_factory=list)  # mean loss per logging window
 
 
-def _tokenize(tokenizer: Any, data: TaskData, max_len: int) -> Features:
-    if data.text_b is None:
-        enc = tokenizer(list(data.text_a), truncation=True, max_length=max_len)
-    else:
-        enc = tokenizer(list(data.text_a), list(data.text_b), truncation=True, max_length=max_len)
-    return {k: list(v) for k, v in enc.items() if k in tokenizer.model_input_names}
-
-
 def _collate(features: Features, idx: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad the selected examples to the longest one among them."""
     ids = [features["input_ids"][i] for i in idx]
@@ -57,14 +50,14 @@ def _collate(features: Features, idx: np.ndarray | list[int], pad_id: int) -> di
 
 def encode(tokenizer: Any, data: TaskData, max_len: int) -> dict[str, torch.Tensor]:
     """Tokenize (truncate to max_len) and pad every example of `data` to the longest one."""
-    features = _tokenize(tokenizer, data, max_len)
+    features = token_lists(tokenizer, data, max_len)
     return _collate(features, range(len(data)), tokenizer.pad_token_id or 0)
 
 
 def iter_batches(tokenizer: Any, data: TaskData, max_len: int, batch_size: int
                  ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
     """(inputs, labels) batches in data order, each padded to its longest example."""
-    features = _tokenize(tokenizer, data, max_len)
+    features = token_lists(tokenizer, data, max_len)
     labels = torch.tensor(data.labels)
     for i in range(0, len(data), batch_size):
         idx = list(range(i, min(i + batch_size, len(data))))
@@ -141,7 +134,7 @@ def finetune(
         return TrainLog(0, len(data), spec.epochs, float("nan"), float("nan"), 0.0)
     if teacher is not None and kd is None:
         kd = KDLoss()
-    features = _tokenize(tokenizer, data, spec.max_seq_len)
+    features = token_lists(tokenizer, data, spec.max_seq_len)
     labels = torch.tensor(data.labels)
     device = _device(model)
     opt, sched = _optimizer(model, spec, total)
@@ -202,7 +195,7 @@ def predict(model: torch.nn.Module, tokenizer: Any, data: TaskData, max_len: int
     Examples are batched by length (less padding) and put back in their original order.
     """
     model.eval()
-    features = _tokenize(tokenizer, data, max_len)
+    features = token_lists(tokenizer, data, max_len)
     order = np.argsort([len(x) for x in features["input_ids"]], kind="stable")
     device = _device(model)
     chunks = []

@@ -128,3 +128,23 @@ def toy_sst2(n: int = 32, seed: int = 0) -> TaskData:
     texts = [" ".join([*rng.choice(filler, 3), "good great" if y else "bad terrible"])
              for y in labels]
     return TaskData("sst2", "train", texts, None, labels.astype(np.int64))
+
+
+# --- GLUE-format files (task loaders, MNLI runs) -------------------------------------
+BOM = "\ufeff"
+MNLI_TRAIN_HEAD = ("index promptID pairID genre sentence1_binary_parse sentence2_binary_parse "
+                   "sentence1_parse sentence2_parse sentence1 sentence2 label1 gold_label").split()
+MNLI_DEV_HEAD = MNLI_TRAIN_HEAD[:-1] + "label2 label3 label4 label5 gold_label".split()
+
+
+def write_tsv(root: Path, task_dir: str, name: str, rows: list[list[str]], bom: bool = False) -> Path:
+    (root / task_dir).mkdir(parents=True, exist_ok=True)
+    text = "\n".join("\t".join(r) for r in rows) + "\n"
+    path = root / task_dir / name
+    path.write_text((BOM if bom else "") + text, encoding="utf-8")
+    return path
+
+
+def mnli_row(i: int, s1: str, s2: str, labels: list[str]) -> list[str]:
+    return [str(i), "31193", f"{i}n", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", s1, s2,
+            *labels]

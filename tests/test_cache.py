@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.cache import ArtifactCache, content_key
 
 
@@ -52,12 +54,10 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
         (out / "half").write_text("x")
         raise RuntimeError("boom")
 
-    try:
+    with pytest.raises(RuntimeError, match="boom"):
         cache.get_or_build("export", "k1", build)
-    except RuntimeError:
-        pass
     assert cache.lookup("export", "k1") is None
-    assert not any((tmp_path / "export").iterdir())
+    assert list((tmp_path / "export").iterdir()) == []  # neither the artifact nor its temp dir
 
 
 def test_disabled_cache_always_builds(tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ def test_other_percentile_threshold_bootstraps_that_statistic() -> None:
 def test_bootstrap_is_seeded() -> None:
     a, b = samples(seed=8), samples(seed=9)
     assert bootstrap_ratio(a, b, seed=0) == bootstrap_ratio(a, b, seed=0)
+    assert bootstrap_ratio(a, b, seed=0) != bootstrap_ratio(a, b, seed=1)
 
 
 def test_mcnemar_exact_on_fixed_table() -> None:

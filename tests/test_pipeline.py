@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import suite_file
+from conftest import MNLI_DEV_HEAD, MNLI_TRAIN_HEAD, mnli_row, suite_file, write_tsv
 
 from harness.run import run_suite
 from harness.store import RunStore
@@ -91,3 +91,30 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, tiny_glue_dir: Pat
     res = harness_cli("run", str(missing), "--results-dir", str(tmp_path / "results"))
     assert res.returncode == 2 and "/no/such/dir" in res.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_mnli_records_matched_and_mismatched_accuracy(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    labels = ["entailment", "neutral", "contradiction"]
+    train = [mnli_row(i, f"premise {i}", f"hypothesis {i}", [labels[i % 3]] * 2) for i in range(12)]
+    write_tsv(tmp_path, "MNLI", "train.tsv", [MNLI_TRAIN_HEAD, *train])
+    # matched: every example 'entailment'; mismatched: every example 'contradiction', so a model
+    # that predicts one class everywhere scores 1 on one split and 0 on the other
+    for name, gold in (("dev_matched.tsv", "entailment"), ("dev_mismatched.tsv", "contradiction")):
+        rows = [mnli_row(i, "same premise", "same hypothesis", [gold] * 6) for i in range(4)]
+        write_tsv(tmp_path, "MNLI", name, [MNLI_DEV_HEAD, *rows])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"""
+name: mnli
+data_dir: {tmp_path}
+models: [{tiny_bert_dir}]
+tasks: [mnli]
+finetune: {{epochs: 1, batch_size: 4, max_seq_len: 16}}
+timing: {{batch_sizes: [1], seq_lens: [16], warmup: 0, min_iterations: 2, min_seconds: 0.0}}
+""")
+    summary = run_suite(suite, tmp_path / "results", "m1")
+    (record,) = RunStore(summary.run_dir).records()
+    assert record.status == "ok", record.error
+    assert record.n_eval == 4
+    # identical inputs: one predicted class for all, so the two accuracies are 1-and-0 or 0-and-0
+    assert {record.accuracy, record.accuracy_mismatched} in ({0.0, 1.0}, {0.0})
+    assert record.accuracy_mismatched is not None

@@ -6,75 +6,58 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNLI_DEV_HEAD, MNLI_TRAIN_HEAD, mnli_row, write_tsv
 
 import harness.tasks as tasks
 from harness.errors import DataError
 from harness.tasks import available_splits, get_task, load_split, resolve_data_dir
 from harness.tasks.hub import hub_split, load_hub_split
 
-BOM = "\ufeff"
-MNLI_TRAIN_HEAD = ("index promptID pairID genre sentence1_binary_parse sentence2_binary_parse "
-                   "sentence1_parse sentence2_parse sentence1 sentence2 label1 gold_label").split()
-MNLI_DEV_HEAD = MNLI_TRAIN_HEAD[:-1] + "label2 label3 label4 label5 gold_label".split()
-
-
-def _write(root: Path, task_dir: str, name: str, rows: list[list[str]], bom: bool = False) -> Path:
-    (root / task_dir).mkdir(parents=True, exist_ok=True)
-    text = "\n".join("\t".join(r) for r in rows) + "\n"
-    path = root / task_dir / name
-    path.write_text((BOM if bom else "") + text, encoding="utf-8")
-    return path
-
-
-def _mnli_row(i: int, s1: str, s2: str, labels: list[str]) -> list[str]:
-    return [str(i), "31193", f"{i}n", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", s1, s2,
-            *labels]
-
 
 @pytest.fixture
 def glue(tmp_path: Path) -> Path:
     """Small files of all nine tasks in the canonical layouts, with their quirks."""
-    _write(tmp_path, "CoLA", "dev.tsv", [  # no header; 4th column is the sentence
+    write_tsv(tmp_path, "CoLA", "dev.tsv", [  # no header; 4th column is the sentence
         ["gj04", "1", "", "The sailors rode the breeze clear of the rocks."],
         ["gj04", "0", "*", 'He said " wow .'],  # an unbalanced quote is data
         ["bc01", "1", "", "It's \"quoted\" here."],
     ])
-    _write(tmp_path, "SST-2", "dev.tsv", [["sentence", "label"], ["a charming journey . ", "1"],
+    write_tsv(tmp_path, "SST-2", "dev.tsv", [["sentence", "label"], ["a charming journey . ", "1"],
                                          ["unflinchingly bleak ", "0"]])
-    _write(tmp_path, "MRPC", "dev.tsv", [
+    write_tsv(tmp_path, "MRPC", "dev.tsv", [
         ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
         ["1", "1355540", "1355592", "He said the pie doesn 't fit .", '" The pie does not fit .'],
         ["0", "2029631", "2029565", "Magnarelli said so .", 'His wife said " 100 percent " .'],
     ], bom=True)
-    _write(tmp_path, "STS-B", "dev.tsv", [
+    write_tsv(tmp_path, "STS-B", "dev.tsv", [
         "index genre filename year old_index source1 source2 sentence1 sentence2 score".split(),
         ["0", "main-captions", "MSRvid", "2012test", "0000", "none", "none", "A man dances.",
          "A man is dancing.", "5.000"],
         ["1", "main-news", "headlines", "2015", "0002", "none", "none", "A child rides.",
          "A kid rides a horse.", "3.800"],
     ])
-    _write(tmp_path, "QQP", "dev.tsv", [
+    write_tsv(tmp_path, "QQP", "dev.tsv", [
         "id qid1 qid2 question1 question2 is_duplicate".split(),
         ["0", "1", "2", "How do I learn Python?", "What is the best way to learn Python?", "1"],
         ["1", "3", "4", "Why is the sky blue?\t"],  # malformed: wrong column count
         ["2", "5", "6", "What is \"null\"?", "null", "0"],
     ])
-    _write(tmp_path, "MNLI", "train.tsv", [MNLI_TRAIN_HEAD,
-                                          _mnli_row(0, "P0", "H0", ["neutral", "neutral"])])
-    _write(tmp_path, "MNLI", "dev_matched.tsv", [
-        MNLI_DEV_HEAD, _mnli_row(0, "The cat sat.", "A cat sat.", ["entailment"] * 6),
-        _mnli_row(1, "It rained.", "It was dry.", ["contradiction"] * 5 + ["contradiction"]),
+    write_tsv(tmp_path, "MNLI", "train.tsv", [MNLI_TRAIN_HEAD,
+                                          mnli_row(0, "P0", "H0", ["neutral", "neutral"])])
+    write_tsv(tmp_path, "MNLI", "dev_matched.tsv", [
+        MNLI_DEV_HEAD, mnli_row(0, "The cat sat.", "A cat sat.", ["entailment"] * 6),
+        mnli_row(1, "It rained.", "It was dry.", ["contradiction"] * 5 + ["contradiction"]),
     ])
-    _write(tmp_path, "MNLI", "dev_mismatched.tsv", [
-        MNLI_DEV_HEAD, _mnli_row(0, "Letters came.", "Mail arrived?", ["neutral"] * 6)])
-    _write(tmp_path, "QNLI", "dev.tsv", [
+    write_tsv(tmp_path, "MNLI", "dev_mismatched.tsv", [
+        MNLI_DEV_HEAD, mnli_row(0, "Letters came.", "Mail arrived?", ["neutral"] * 6)])
+    write_tsv(tmp_path, "QNLI", "dev.tsv", [
         ["index", "question", "sentence", "label"],
         ["0", "What came into force?", "The constitution came into force.", "entailment"],
         ["1", "Which river?", '"The Rhine," he said.', "not_entailment"],
     ])
     for task_dir in ("RTE", "WNLI"):
         labels = ("not_entailment", "entailment") if task_dir == "RTE" else ("0", "1")
-        _write(tmp_path, task_dir, "dev.tsv", [
+        write_tsv(tmp_path, task_dir, "dev.tsv", [
             ["index", "sentence1", "sentence2", "label"],
             ["0", "No weapons found.", "Weapons found.", labels[0]],
             ["1", 'A " B', "C", labels[1]],
@@ -141,21 +124,21 @@ def test_pair_tasks_with_text_or_numeric_labels(glue: Path, task: str, labels: l
 
 
 def test_bad_label_names_file_and_line(tmp_path: Path) -> None:
-    _write(tmp_path, "RTE", "dev.tsv", [["index", "sentence1", "sentence2", "label"],
+    write_tsv(tmp_path, "RTE", "dev.tsv", [["index", "sentence1", "sentence2", "label"],
                                        ["0", "a", "b", "entailment"], ["1", "a", "b", "maybe"]])
     with pytest.raises(DataError, match=r"RTE/dev\.tsv:3: label 'maybe'"):
         load_split("rte", "dev", data_dir=tmp_path)
 
 
 def test_wrong_column_count_is_an_error_outside_qqp(tmp_path: Path) -> None:
-    _write(tmp_path, "SST-2", "train.tsv", [["sentence", "label"], ["good", "1"], ["bad"]])
+    write_tsv(tmp_path, "SST-2", "train.tsv", [["sentence", "label"], ["good", "1"], ["bad"]])
     with pytest.raises(DataError, match=r"SST-2/train\.tsv:3: expected 2 .* found 1"):
         load_split("sst2", "train", data_dir=tmp_path)
 
 
 def test_bad_stsb_score(tmp_path: Path) -> None:
     head = "index genre filename year old_index source1 source2 sentence1 sentence2 score"
-    _write(tmp_path, "STS-B", "dev.tsv", [head.split(), ["0", *"gfyoab", "s1", "s2", "high"]])
+    write_tsv(tmp_path, "STS-B", "dev.tsv", [head.split(), ["0", *"gfyoab", "s1", "s2", "high"]])
     with pytest.raises(DataError, match=r"dev\.tsv:2: score 'high'"):
         load_split("stsb", "dev", data_dir=tmp_path)
 

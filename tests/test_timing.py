@@ -7,6 +7,7 @@ import math
 import socket
 import subprocess
 import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 from unittest import mock
@@ -154,7 +155,17 @@ def test_timed_loop_counts_warmup_and_min_iterations() -> None:
     assert (len(samples), len(calls), why) == (40, 43, "criteria met")
     assert gc_states[:3] == [True] * 3 and not any(gc_states[3:])
     assert gc.isenabled()
-    assert all(isinstance(s, int) and s >= 0 for s in samples)
+    assert all(isinstance(s, int) for s in samples)
+
+
+def test_timed_loop_samples_are_nanoseconds_of_the_step_itself() -> None:
+    def step() -> None:  # a step that cannot take less than 2 ms
+        end = time.perf_counter_ns() + 2_000_000
+        while time.perf_counter_ns() < end:
+            pass
+
+    samples, _ = loop.timed_loop(step, TimingSpec(warmup=0, min_iterations=5, min_seconds=0.0))
+    assert len(samples) == 5 and min(samples) >= 2_000_000
 
 
 def test_measure_respects_min_seconds_and_max_seconds(tmp_path: Path) -> None:
@@ -393,7 +404,12 @@ def test_environment_and_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
         assert key in env, key
     assert env["onnxruntime"] == ort.__version__
     fp = machine_fingerprint()
-    assert len(fp) == 12 and int(fp, 16) >= 0
+    assert len(fp) == 12 and set(fp) <= set("0123456789abcdef")
+    assert machine_fingerprint() == fp  # stable
+    static = env_mod._static_environment
+    monkeypatch.setattr(env_mod, "_static_environment", lambda: static() | {"cpu": "Other CPU"})
+    assert machine_fingerprint() != fp  # another CPU model is another machine
+    monkeypatch.setattr(env_mod, "_static_environment", static)
     env_mod._static_environment.cache_clear()
     monkeypatch.setattr(socket, "gethostname", lambda: "renamed-node")
     assert environment()["hostname"] == "renamed-node"

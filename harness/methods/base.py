@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.errors import DataError
 from harness.registry import Registry, load_object
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ class MethodContext:
 
     def train_data(self) -> TaskData:
         if self.load_train is None:
-            from harness.errors import DataError
-
             raise DataError(f"{self.task.name}: no training data available for this method")
         return self.load_train()
 

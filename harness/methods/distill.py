@@ -12,6 +12,7 @@ from harness.errors import ConfigError
 from harness.methods.base import MethodContext
 from harness.methods.params import DistillParams
 from harness.nn import KDLoss, encoder_layers
+from harness.train import finetune
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ class Distill:
             ctx.notes.append(f"distill: cosine loss skipped (hidden {s_size} vs teacher {t_size})")
         epochs = ctx.finetune.epochs if p.epochs is None else p.epochs
         spec = ctx.finetune.model_copy(update={"epochs": epochs})
-        from harness.train import finetune
-
         result = finetune(student, ctx.tokenizer, ctx.train_data(), spec, ctx.task,
                           teacher=teacher, kd=kd, desc="distill")
         ctx.notes.append(

@@ -11,9 +11,11 @@ import torch
 from torch.nn.utils import prune
 from transformers.pytorch_utils import prune_linear_layer
 
+from harness.export import count_params
 from harness.methods.base import MethodContext
 from harness.methods.params import StructuredParams, UnstructuredParams
 from harness.nn import KDLoss, encoder_layers
+from harness.train import finetune, iter_batches, task_loss
 
 if TYPE_CHECKING:
     from harness.tasks.spec import TaskData
@@ -28,8 +30,6 @@ def encoder_linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
 
 def sparsity_report(model: torch.nn.Module) -> dict[str, float | int]:
     """Total and nonzero parameter counts, and the zero fraction of the encoder linear weights."""
-    from harness.export import count_params
-
     weights = [m.weight for m in encoder_linears(model)]
     n = sum(w.numel() for w in weights)
     zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
@@ -51,8 +51,6 @@ def _recovery(ctx: MethodContext, model: torch.nn.Module, epochs: float | None, 
     epochs = ctx.finetune.epochs if epochs is None else epochs
     if epochs == 0:
         return "no recovery fine-tune"
-    from harness.train import finetune
-
     teacher = ctx.teacher if use_kd else None
     spec = ctx.finetune.model_copy(update={"epochs": epochs})
     kd = KDLoss() if teacher is not None else None
@@ -154,8 +152,6 @@ def _gradient_importance(model: torch.nn.Module, ctx: MethodContext, data: TaskD
     on the inputs of attention.output.dense and output.dense give it for heads and neurons at once
     (works with SDPA attention and with already-pruned, uneven layers).
     """
-    from harness.train import iter_batches, task_loss
-
     layers = encoder_layers(model)
     grads: dict[tuple[str, int], torch.Tensor] = {}
 

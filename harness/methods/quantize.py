@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.encode import encode_batch
 from harness.errors import DataError
 from harness.methods.base import MethodContext
 from harness.methods.params import Int8DynamicParams, Int8StaticParams
@@ -144,11 +145,9 @@ class CalibrationReader:
         max_len = ctx.finetune.max_seq_len
         self._batches: list[dict[str, np.ndarray]] = []
         for start in range(0, len(data), CALIBRATION_BATCH):
-            stop = start + CALIBRATION_BATCH
-            text_b = None if data.text_b is None else data.text_b[start:stop]
-            enc = ctx.tokenizer(data.text_a[start:stop], text_b, truncation=True,
-                                max_length=max_len, padding="max_length", return_tensors="np")
-            self._batches.append({k: np.asarray(enc[k], dtype=np.int64) for k in names})
+            self._batches.append(encode_batch(ctx.tokenizer, data, start,
+                                              start + CALIBRATION_BATCH, max_len, names,
+                                              padding="max_length"))
         self._it: Iterator[dict[str, np.ndarray]] = iter(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:

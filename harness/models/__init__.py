@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from harness.models.catalogue import (
     l3_onnx_path,
     l6_model_dir,
 )
+from harness.tasks.hub import hub_offline
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -183,9 +183,7 @@ def _load_local(name: str, path: Path, num_labels: int,
 def _hub_offline() -> bool:
     from transformers.utils.hub import is_offline_mode
 
-    env = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    flags = (os.environ.get(v, "").strip().upper() for v in env)
-    return is_offline_mode() or any(f in {"1", "ON", "YES", "TRUE"} for f in flags)
+    return is_offline_mode() or hub_offline("TRANSFORMERS_OFFLINE")
 
 
 def _load_hub(name: str, num_labels: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -1,12 +1,12 @@
 """Packaged models that load offline: where their files are and what they are."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
+from harness import cache
 from harness.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,9 @@ _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, memoised on (path, size, mtime)."""
+    """Hex sha256 of a (large, packaged) model file, memoised on (path, size, mtime)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = cache.file_sha256(path)
     return _SHA_CACHE[key]

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.models import load_model, model_fingerprint
 from harness.stages.artifacts import save_torch, train_device
 from harness.stages.keys import Stage
 from harness.tasks import get_task
@@ -18,8 +19,6 @@ FINETUNE = Stage("finetune", ("harness.stages.finetune", "harness.train", "harne
 
 def finetuned(ctx: StageContext, model: str, task: str) -> tuple[Path, str]:
     """The fine-tuned baseline's directory and key, built on first use."""
-    from harness.models import model_fingerprint
-
     ft = ctx.suite.finetune
     key = FINETUNE.key({"model": model_fingerprint(model), "task": task,
                         "data": ctx.data.identity(task, "train"), "finetune": ft.model_dump()})
@@ -27,8 +26,7 @@ def finetuned(ctx: StageContext, model: str, task: str) -> tuple[Path, str]:
     def build(out: Path) -> dict[str, Any]:
         import torch
 
-        from harness.models import load_model
-        from harness.train import finetune
+        from harness.train import finetune  # torch: imported when something is trained
 
         spec = get_task(task)
         torch.manual_seed(ft.seed)

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.encode import encode
 from harness.errors import HarnessError
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
@@ -40,9 +40,7 @@ def make_inputs(tokenizer: Any, texts_a: Sequence[str], texts_b: Sequence[str] |
     rows = pick_rows(len(texts_a), batch_size, seed)
     a = [texts_a[i] for i in rows]
     b = None if texts_b is None else [texts_b[i] for i in rows]
-    enc = tokenizer(a, b, padding="max_length", truncation=True, max_length=seq_len,
-                    return_tensors="np")
-    out = {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in INPUT_NAMES if k in enc}
+    out = encode(tokenizer, a, b, seq_len, padding="max_length")
     out.setdefault("token_type_ids", np.zeros_like(out["input_ids"]))
     if out["input_ids"].shape != (batch_size, seq_len):
         raise HarnessError(f"tokenizer gave shape {out['input_ids'].shape}, "
