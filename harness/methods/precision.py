@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+
 from harness import precision as prec
 from harness.methods.base import MethodContext, NoParams
 
@@ -31,8 +33,6 @@ class PrecisionStep:
         self.precision = precision
 
     def apply(self, onnx_path: Path, out_dir: Path, ctx: MethodContext) -> Path:
-        import onnx
-
         model = onnx.load(str(onnx_path))
         prec.mark(model, self.precision)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from harness.errors import SkipCell, one_line
 from harness.evaluation import evaluate_logits, onnx_logits, predictions_from_logits
 from harness.stages.keys import Stage
 from harness.tasks import get_task
+from harness.timing.backend import make_runner
 
 if TYPE_CHECKING:
     from harness.plan import Cell
@@ -39,8 +40,6 @@ def evaluated(ctx: StageContext, cell: Cell, onnx_path: Path, key: str, tokenize
                          "file": onnx_path.name, "provider": provider}, [key])
 
     def build(out: Path) -> dict[str, Any]:
-        from harness.timing.backend import make_runner
-
         runner = make_runner(onnx_path, provider, ctx.suite.timing)
         result: dict[str, Any] = {"metric_provider": provider}
         for split in spec.dev_splits:

@@ -18,6 +18,7 @@ from harness.errors import SkipCell
 from harness.schema import TimingSpec
 from harness.timing.base import Runner
 from harness.timing.loop import make_step
+from harness.timing.openvino import openvino_runner
 from harness.timing.session import describe_session, make_session
 
 PROVIDERS = ("cpu", "cuda", "openvino")
@@ -64,8 +65,6 @@ def make_runner(onnx_path: str | Path, provider: str, spec: TimingSpec) -> Runne
     if provider in ORT_PROVIDERS:
         return ort_runner(onnx_path, provider, spec)
     if provider == "openvino":
-        from harness.timing.openvino import openvino_runner
-
         return openvino_runner(onnx_path, spec)
     raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
 

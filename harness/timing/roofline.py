@@ -20,7 +20,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from harness import precision as prec
 from harness.schema import TimingSpec
+from harness.timing.backend import make_runner
+from harness.timing.loop import measure
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +207,6 @@ def _measure_peak(kind: str, provider: str, spec: TimingSpec, precision: str = "
                   ) -> tuple[float | None, float | None]:
     """(best GFLOP/s, share of the CPU other processes used meanwhile); a float GEMM runs at
     `precision` where the runtime honours it (OpenVINO)."""
-    from harness import precision as prec
-    from harness.timing.backend import make_runner
-    from harness.timing.loop import measure
-
     n = PEAK_SHAPE.get(provider, 1024)
     model, a = _peak_graph(kind, n, provider)
     if kind == "fp32" and precision != prec.DEFAULT:
