@@ -224,7 +224,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--agree-n", type=int, default=128)
-    ap.add_argument("--overhead-rounds", type=int, default=6)
+    ap.add_argument("--overhead-rounds", type=int, default=6, help="0: no overhead check")
     ap.add_argument("--ovep", type=Path, help="a folder with onnxruntime-ep-openvino in it")
     ap.add_argument("--profile", action="store_true", help="OpenVINO's per-node counters")
     ap.add_argument("--workdir", type=Path, help="keep the models here (default: a temp dir)")
@@ -253,7 +253,7 @@ def main() -> None:
         times = timing(runners, feed, args.rounds, max(args.block, 2))
         print(f"load after {os.getloadavg()[0]:.2f}")
         report(times, agree)
-        for name in ("ov-fp32", "ov-bf16"):
+        for name in ("ov-fp32", "ov-bf16") if args.overhead_rounds else ():
             for label, (ratio, ratios) in overhead(runners[name], feed, spec,
                                                    args.overhead_rounds, 10).items():
                 print(f"harness/bare median ratio on {name}, bare {label}: {ratio:.4f} "
