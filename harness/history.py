@@ -10,32 +10,10 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.publish.tables import records_frame
+from harness.publish.tables import STATUSES, SUMMARY_KEYS, records_frame, run_summary
 from harness.store import MANIFEST, RECORDS, list_runs, load_records
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("ok", "failed", "skipped")
-# summary field -> manifest keys read for it, first present wins
-_KEYS = {
-    "run_id": ("run_id",),
-    "suite": ("suite", "suite_name"),
-    "started": ("started_at", "started", "start"),
-    "finished": ("finished_at", "finished", "end"),
-    "git_sha": ("git_sha", "git"),
-    "machine": ("machine", "machine_fingerprint"),
-}
-
-
-def run_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's run metadata under fixed names; counts from `counts`/`status_counts`."""
-    out = {name: next((manifest[k] for k in keys if manifest.get(k) is not None), None)
-           for name, keys in _KEYS.items()}
-    counts = manifest.get("counts") or manifest.get("status_counts") or {}
-    for status in STATUSES:
-        out[status] = counts.get(status, manifest.get(status))
-    return out
-
 
 def _read_manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / MANIFEST
@@ -61,7 +39,7 @@ def history_frame(results_dir: Path) -> pd.DataFrame:
             counts = Counter(r.status for r in load_records(run_dir / RECORDS))
             row.update({s: counts.get(s, 0) for s in STATUSES})
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*_KEYS, *STATUSES])
+    frame = pd.DataFrame(rows, columns=[*SUMMARY_KEYS, *STATUSES])
     return frame.sort_values(["started", "run_id"], na_position="first").reset_index(drop=True)
 
 

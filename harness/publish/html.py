@@ -10,10 +10,17 @@ from typing import Any
 
 import pandas as pd
 
-from harness.history import STATUSES, run_summary
 from harness.publish import plots
 from harness.publish.fmt import display_table, task_heading
-from harness.publish.tables import SECTION_DROP, failures, glue_score, leaderboard, records_frame
+from harness.publish.tables import (
+    SECTION_DROP,
+    STATUSES,
+    failures,
+    glue_score,
+    leaderboard,
+    records_frame,
+    run_summary,
+)
 from harness.records import Record
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,3 +186,25 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=cols)
     return df.loc[df["status"] != "ok", cols].reset_index(drop=True)
+
+
+STATUSES = ("ok", "failed", "skipped")
+# summary field -> manifest keys read for it, first present wins
+SUMMARY_KEYS = {
+    "run_id": ("run_id",),
+    "suite": ("suite", "suite_name"),
+    "started": ("started_at", "started", "start"),
+    "finished": ("finished_at", "finished", "end"),
+    "git_sha": ("git_sha", "git"),
+    "machine": ("machine", "machine_fingerprint"),
+}
+
+
+def run_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's run metadata under fixed names; counts from `counts`/`status_counts`."""
+    out = {name: next((manifest[k] for k in keys if manifest.get(k) is not None), None)
+           for name, keys in SUMMARY_KEYS.items()}
+    counts = manifest.get("counts") or manifest.get("status_counts") or {}
+    for status in STATUSES:
+        out[status] = counts.get(status, manifest.get(status))
+    return out

@@ -66,6 +66,12 @@ class Stages:
     def finetuned(self, model: str, task: str) -> tuple[Path, str]:
         return finetuned(self.ctx, model, task)
 
+    def torch_steps(self, cell: Cell, notes: list[str]) -> tuple[Path, str]:
+        return torch_steps(self.ctx, cell, notes)
+
+    def exported(self, cell: Cell, torch_dir: Path, torch_key: str) -> tuple[Path, str]:
+        return exported(self.ctx, cell, torch_dir, torch_key)
+
     def flops(self, built: Built, batch: int, seq: int) -> Any:
         return flops(self.ctx, built, batch, seq)
 
