@@ -42,8 +42,8 @@ DISPLAY = {
 COLUMNS = [
     *CELL, "precision", "metric_name", "metric_provider", "metric", "metric_delta",
     "latency_p50_ms", "latency_p90_ms", "speedup", "speedup_vs_cpu", "throughput_per_s",
-    "params", "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
-    "onnx_bytes", "error", "stage",
+    "params", "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s",
+    "efficiency", "unstable", "pareto", "status", "method", "onnx_bytes", "error", "stage",
 ]
 
 
