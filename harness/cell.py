@@ -118,7 +118,8 @@ class CellRunner:
     def record(self, cell: Cell, shape: Shape, built: Built | None = None,
                trace: str | None = None, **fields: Any) -> Record:
         provider, batch, seq = shape
-        info = {k: v for k, v in (built.info if built else {}).items() if k in Record.model_fields}
+        known = built.fields(provider) if built else {}
+        info = {k: v for k, v in known.items() if k in Record.model_fields}
         base = {"run_id": self.run_id, "model": cell.model, "task": cell.task,
                 "method": cell.pipeline.method, "variant": cell.pipeline.label,
                 "method_params": cell.pipeline.params(), "provider": provider,
@@ -146,7 +147,12 @@ def groups(cells: list[Cell]) -> list[list[Cell]]:
 
 class GroupTimer:
     """One provider's sessions for every built cell of a group, open while its shapes are
-    timed; a cell whose session cannot be made or run is recorded alone."""
+    timed; a cell whose session cannot be made or run is recorded alone, and so is one with
+    no dev metric on this provider's runtime (a timing alone would mislead).
+
+    A session is the provider's runner (harness.timing.make_runner): onnxruntime for cpu and
+    cuda, OpenVINO for openvino; each provider's variants are timed against its own baseline.
+    """
 
     def __init__(self, runner: CellRunner, built: dict[Cell, Built], provider: str) -> None:
         self.runner, self.built, self.provider = runner, built, provider
@@ -154,17 +160,22 @@ class GroupTimer:
         self.sessions: dict[Cell, Any] = {}
         self.tokenizers: dict[Cell, Any] = {}
         self.checked: dict[Cell, dict[str, Any]] = {}  # device_check, once per session
-        self.failed: dict[Cell, tuple[str, str, str | None]] = {}  # cell -> (status, error, trace)
+        # cell -> (status, error, trace, stage)
+        self.failed: dict[Cell, tuple[str, str, str | None, str]] = {}
 
     def run(self, need: dict[Cell, list[Shape]]) -> list[Record]:
-        from harness.timing import make_session
+        from harness.timing import make_runner
 
         for cell in self.built:
             if not need.get(cell) and cell.pipeline.label != BASELINE:
                 continue
+            missing = self.built[cell].unavailable(self.provider)
+            if missing:  # no metric on this runtime: recorded at the evaluate stage
+                self.failed[cell] = (*missing, "evaluate")
+                continue
             try:
-                self.sessions[cell] = make_session(self.built[cell].onnx_path, self.provider,
-                                                   self.spec)
+                self.sessions[cell] = make_runner(self.built[cell].onnx_path, self.provider,
+                                                  self.spec)
             except Exception as exc:  # noqa: BLE001 - this cell only
                 self.failed[cell] = self._failure(cell, exc)
         records = []
@@ -174,12 +185,12 @@ class GroupTimer:
         self.sessions.clear()  # their thread pools must not compete with later work
         return records
 
-    def _failure(self, cell: Cell, exc: BaseException) -> tuple[str, str, str | None]:
+    def _failure(self, cell: Cell, exc: BaseException) -> tuple[str, str, str | None, str]:
         if isinstance(exc, SkipCell):
-            return "skipped", str(exc), None
+            return "skipped", str(exc), None, "time"
         log.error("%s %s failed: %s (traceback in run.log)", cell.label, self.provider,
                   one_line(exc))
-        return "failed", one_line(exc), traceback.format_exc()
+        return "failed", one_line(exc), traceback.format_exc(), "time"
 
     def shape(self, shape: Shape, wanted: list[Cell]) -> list[Record]:
         """Time the wanted cells of one shape with the baseline beside them; their records."""
@@ -220,9 +231,9 @@ class GroupTimer:
         records = []
         for cell in wanted:
             if cell in failed:
-                status, error, trace = failed[cell]
+                status, error, trace, stage = failed[cell]
                 records.append(self.runner.record(cell, shape, self.built[cell], status=status,
-                                                  error=error, stage="time", trace=trace))
+                                                  error=error, stage=stage, trace=trace))
                 continue
             got = fields[cell.pipeline.label]
             got["session"] = {**got.get("session", {}), **self.checked.get(cell, {})}
@@ -232,8 +243,8 @@ class GroupTimer:
         return records
 
 
-def _smoke(session: Any, feed: Any) -> None:
+def _smoke(runner: Any, feed: Any) -> None:
     """One untimed run, so a variant that cannot run fails alone, not its whole group."""
     from harness.timing import feed_for
 
-    session.run(None, feed_for(session, feed))
+    runner.run(feed_for(runner, feed))

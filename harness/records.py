@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from harness.clock import now
 from harness.errors import SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
 
@@ -35,7 +35,9 @@ class Record(BaseModel):
     error: str | None = None
     stage: str | None = None  # the stage that failed or skipped
     notes: list[str] = []
-    # task metrics (dev set, ONNX model through onnxruntime)
+    precision: str | None = None  # what the timed runtime computed in: fp32, bf16, fp16
+    # task metrics (dev set, the ONNX model run by `metric_provider`)
+    metric_provider: str | None = None  # the runtime of the metric: cpu (onnxruntime), openvino
     metric_name: str | None = None
     metric_value: float | None = None
     accuracy: float | None = None
@@ -168,7 +170,18 @@ def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return dict(data) | {"schema_version": 4}
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """v4 evaluated every row with onnxruntime's CPU provider and timed graphs as they were."""
+    data = dict(data)
+    if data.get("metric_value") is not None:
+        data.setdefault("metric_provider", "cpu")
+    if data.get("status") == "ok":
+        data.setdefault("precision", "fp32")
+    data["schema_version"] = 5
+    return data
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def resolve_stored_path(stored: str | None, results_dir: Path) -> Path | None:

@@ -57,14 +57,16 @@ class FinetuneSpec(Strict):
 class TimingSpec(Strict):
     """How every ONNX model is timed; all of it is recorded with each measurement."""
 
-    providers: Annotated[list[Literal["cpu", "cuda"]], Field(min_length=1), Unique] = ["cpu"]
+    # cpu, cuda: onnxruntime's execution providers; openvino: OpenVINO on the CPU (extra)
+    providers: Annotated[list[Literal["cpu", "cuda", "openvino"]], Field(min_length=1),
+                         Unique] = ["cpu"]
     batch_sizes: Annotated[list[PositiveInt], Field(min_length=1), Unique] = [1]
     seq_lens: Annotated[list[PositiveInt], Field(min_length=1), Unique] = [128]
     warmup: int = Field(5, ge=0)
     min_iterations: PositiveInt = 20
     min_seconds: float = Field(1.0, ge=0)
     max_seconds: float = Field(60.0, gt=0)
-    intra_op_threads: int | None = Field(None, ge=0)
+    intra_op_threads: int | None = Field(None, ge=0)  # also OpenVINO's INFERENCE_NUM_THREADS
     inter_op_threads: int | None = Field(None, ge=0)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     execution_mode: Literal["sequential", "parallel"] = "sequential"

@@ -161,18 +161,19 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float = ALPHA) -> list[
     return [bool(a <= alpha) for a in adjusted]
 
 
-def _test_unit(record: Record) -> tuple[str, str, str]:
-    return (record.model, record.task, record.variant or record.method)
+def _test_unit(record: Record) -> tuple[str, str, str, str | None]:
+    return (record.model, record.task, record.variant or record.method, record.metric_provider)
 
 
 def fdr_updates(records: Sequence[Record], alpha: float = ALPHA) -> list[Record]:
     """Records whose `delta_significant` changes under BH over the run's tested deltas.
 
-    One test per (model, task, variant): every timing shape of a cell shares its dev
-    predictions, so counting shapes would count one test several times.
+    One test per (model, task, variant, metric runtime): every timing shape of a cell shares
+    its dev predictions on one runtime, so counting shapes would count one test several
+    times; another runtime (OpenVINO bf16, say) made other predictions, so it is another test.
     """
     tested = [r for r in records if r.status == "ok" and r.delta_p_value is not None]
-    units: dict[tuple[str, str, str], float] = {}
+    units: dict[tuple[str, str, str, str | None], float] = {}
     for r in tested:
         units.setdefault(_test_unit(r), r.delta_p_value)  # type: ignore[arg-type]
     verdict = dict(zip(units, benjamini_hochberg(list(units.values()), alpha), strict=True))

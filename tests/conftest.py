@@ -45,6 +45,22 @@ def make_tiny_bert(path: Path, num_labels: int = 2, layers: int = 2, hidden: int
     return path
 
 
+def export_tiny_onnx(model_dir: Path, path: Path) -> Path:
+    """A saved model exported with torch.onnx.export: opset 17, dynamic batch and seq."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    ones = torch.ones(2, 8, dtype=torch.long)
+    axes = {0: "batch", 1: "seq"}
+    torch.onnx.export(model, (ones, ones, torch.zeros_like(ones)), str(path),
+                      input_names=["input_ids", "attention_mask", "token_type_ids"],
+                      output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes,
+                                    "token_type_ids": axes, "logits": {0: "batch"}})
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny 2-label BERT saved as a local model directory (loadable by the Auto classes)."""

@@ -189,3 +189,25 @@ def test_tables_show_the_interval_and_mark_a_non_significant_delta(tmp_path) -> 
     assert "n.s." in md_path.read_text().split("\n\n")[1]  # the note says what n.s. means
     csv = pd.read_csv(csv_path)
     assert csv.loc[csv["variant"] == "int8-dynamic", "delta_significant"].item() == False  # noqa: E712
+
+
+def test_openvino_rows_against_their_own_and_the_cpu_baseline() -> None:
+    ov = {"provider": "openvino", "metric_provider": "openvino"}
+    records = [
+        rec(metric=0.80, p50=300.0, precision="fp32", metric_provider="cpu"),
+        rec(metric=0.80, p50=250.0, precision="fp32", **ov),
+        rec("bf16", metric=0.81, p50=75.0, precision="bf16", **ov),
+        rec("bf16", status="skipped", metric=None, p50=None, error="no bf16 on cpu"),
+    ]
+    lb = leaderboard(records_frame(records))
+    bf16 = row(lb, "bf16", provider="openvino")
+    assert bf16["speedup"] == pytest.approx(250 / 75)  # against OpenVINO's fp32 baseline
+    assert bf16["speedup_vs_cpu"] == pytest.approx(4.0)  # against onnxruntime's fp32 baseline
+    assert bf16["metric_delta"] == pytest.approx(1.0)
+    assert (bf16["precision"], bf16["metric_provider"]) == ("bf16", "openvino")
+    assert row(lb, "baseline", provider="openvino")["speedup_vs_cpu"] == pytest.approx(1.2)
+    assert math.isnan(row(lb, "baseline", provider="cpu")["speedup_vs_cpu"])
+    assert math.isnan(row(lb, "bf16", provider="cpu")["speedup_vs_cpu"])
+    glue = glue_score(records_frame(records)).set_index(["variant", "metric_provider"])
+    assert glue.loc[("bf16", "openvino"), "glue_score"] == pytest.approx(81.0)
+    assert glue.loc[("baseline", "cpu"), "glue_score"] == pytest.approx(80.0)

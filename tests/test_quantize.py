@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import export_tiny_onnx
 
 from harness.errors import ConfigError, DataError
 from harness.methods.base import METHODS, MethodContext
@@ -20,20 +21,7 @@ WORDS = "the a movie film good bad great not very it was is and but one two dog 
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny BERT exported with torch.onnx.export: opset 17, dynamic batch and seq."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    ones = torch.ones(2, 8, dtype=torch.long)
-    axes = {0: "batch", 1: "seq"}
-    torch.onnx.export(model, (ones, ones, torch.zeros_like(ones)), str(path),
-                      input_names=["input_ids", "attention_mask", "token_type_ids"],
-                      output_names=["logits"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": axes, "attention_mask": axes,
-                                    "token_type_ids": axes, "logits": {0: "batch"}})
-    return path
+    return export_tiny_onnx(tiny_bert_dir, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 def _feeds(n: int = 64, seq: int = 24, seed: int = 0) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ def _fmt(value: object, col: str) -> str:
         return ("yes" if col == "unstable" else "★") if bool(value) else ""
     if col == "metric_delta":
         return f"{value:+.2f}"
-    if col in ("speedup", "speedup_ci_low", "speedup_ci_high", "size_ratio"):
+    if col in ("speedup", "speedup_ci_low", "speedup_ci_high", "speedup_vs_cpu", "size_ratio"):
         return f"{value:.2f}×"
     if col in ("params", "nonzero_params"):
         return f"{value / 1e6:.2f}M"

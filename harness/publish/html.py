@@ -116,7 +116,9 @@ def _tables(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -> str:
              "paired over interleaved rounds) and size × (ONNX bytes / baseline's) are "
              "relative to the baseline of the same model, task, provider, batch and sequence "
              "length. Highlighted rows (★) are on the Pareto front; an orange edge marks "
-             "unstable timings. "
+             "unstable timings. Each row's metric is measured on the runtime and precision it "
+             "is timed with; × cpu baseline compares other providers' rows with the "
+             "onnxruntime CPU baseline. "
              f"{escape(UNCERTAINTY_NOTE)}</p>"]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)

@@ -46,7 +46,10 @@ def render_markdown(lb: pd.DataFrame, glue: pd.DataFrame, fails: pd.DataFrame) -
              "metric in points (×100); Δ metric, speedup (baseline p50 / p50, paired over "
              "interleaved rounds) and size (ONNX bytes / baseline's) are relative to the "
              "baseline of the same model, task, provider, batch and sequence length; ★ marks "
-             "the accuracy/latency Pareto front of each task and timing setting. " + UNCERTAINTY_NOTE, ""]
+             "the accuracy/latency Pareto front of each task and timing setting. Each row's "
+             "metric is measured on the runtime and precision it is timed with "
+             "(`metric_provider` in the CSV); × cpu baseline compares other providers' rows "
+             "with the onnxruntime CPU baseline. " + UNCERTAINTY_NOTE, ""]
     for _, rows in lb.groupby("task", sort=True):
         shown = display_table(rows, SECTION_DROP, compact=True)
         parts += [f"## {md_cell(task_heading(rows))}", "", md_table(shown), ""]

@@ -14,12 +14,14 @@ log = logging.getLogger(__name__)
 CELL = ["model", "task", "variant", "provider", "batch_size", "seq_len"]
 BASE_KEY = ["model", "task", "provider", "batch_size", "seq_len"]
 FRONT_KEY = ["task", "provider", "batch_size", "seq_len"]
+SHAPE_KEY = ["model", "task", "batch_size", "seq_len"]
 BASELINE = "baseline"
+REFERENCE_PROVIDER = "cpu"  # `speedup_vs_cpu` compares other providers' rows with its baseline
 _TABLE_DROP = ("samples_ms", "round_sizes", "round_order", "env", "session", "method_params")
 _MB = 1e6
 # columns the per-task sections leave out (in the heading, or in the CSV only)
-SECTION_DROP = ("task", "metric_name", "method", "onnx_bytes", "error", "stage",
-                "speedup_ci_low", "speedup_ci_high")
+SECTION_DROP = ("task", "metric_name", "metric_provider", "method", "onnx_bytes", "error",
+                "stage", "speedup_ci_low", "speedup_ci_high")
 ALWAYS_SHOWN = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
 # shown inside the metric and Δ metric cells, not as columns of their own
 FOLDED = ("metric_ci_low", "metric_ci_high", "delta_significant")
@@ -33,9 +35,11 @@ UNCERTAINTY_NOTE = (
 # leaderboard column -> header shown in Markdown and HTML tables
 DISPLAY = {
     "model": "model", "task": "task", "variant": "variant", "provider": "provider",
-    "batch_size": "batch", "seq_len": "seq", "metric_name": "metric name", "metric": "metric",
+    "batch_size": "batch", "seq_len": "seq", "precision": "precision",
+    "metric_name": "metric name", "metric_provider": "metric by", "metric": "metric",
     "metric_delta": "Δ metric", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
-    "speedup": "speedup ×", "throughput_per_s": "items/s", "params": "params",
+    "speedup": "speedup ×", "speedup_vs_cpu": "× cpu baseline",
+    "throughput_per_s": "items/s", "params": "params",
     "nonzero_params": "nonzero", "onnx_mb": "ONNX MB", "onnx_zip_mb": "zip MB",
     "size_ratio": "size ×", "gflops_per_s": "GFLOP/s", "efficiency": "efficiency",
     "unstable": "unstable", "pareto": "Pareto", "status": "status",
@@ -43,11 +47,11 @@ DISPLAY = {
 }
 # the columns of leaderboard(), in order
 COLUMNS = [
-    *CELL, "metric_name", "metric", "metric_ci_low", "metric_ci_high", "metric_delta",
-    "delta_p", "delta_significant", "latency_p50_ms", "latency_p90_ms",
-    "speedup", "speedup_ci_low", "speedup_ci_high", "throughput_per_s", "params",
-    "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio", "gflops_per_s", "efficiency",
-    "unstable", "pareto", "status", "method",
+    *CELL, "precision", "metric_name", "metric_provider", "metric", "metric_ci_low",
+    "metric_ci_high", "metric_delta", "delta_p", "delta_significant", "latency_p50_ms",
+    "latency_p90_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "speedup_vs_cpu",
+    "throughput_per_s", "params", "nonzero_params", "onnx_mb", "onnx_zip_mb", "size_ratio",
+    "gflops_per_s", "efficiency", "unstable", "pareto", "status", "method",
     "onnx_bytes", "error", "stage",
 ]
 
@@ -78,7 +82,8 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     df = df.drop_duplicates(CELL, keep="last")
-    out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "metric_name"]})
+    out = pd.DataFrame({c: df[c] for c in [*CELL, "method", "status", "precision",
+                                           "metric_name", "metric_provider"]})
     out["metric"] = df["metric_value"].astype("float64") * 100
     out["metric_ci_low"] = df["metric_ci_low"].astype("float64") * 100
     out["metric_ci_high"] = df["metric_ci_high"].astype("float64") * 100
@@ -125,12 +130,24 @@ def _add_relative(out: pd.DataFrame) -> pd.DataFrame:
     out["speedup_ci_low"] = out.pop("_rec_speedup_ci_low")
     out["speedup_ci_high"] = out.pop("_rec_speedup_ci_high")
     out = out.drop(columns="_rec_speedup")
+    out["speedup_vs_cpu"] = _speedup_vs_cpu(out, base)
     out["size_ratio"] = _ratio(merged["onnx_bytes"], merged["_bb"])
     ok = out["status"] == "ok"
     for col in ("metric_delta", "delta_p", "speedup", "speedup_ci_low", "speedup_ci_high",
-                "size_ratio"):
+                "speedup_vs_cpu", "size_ratio"):
         out.loc[~ok, col] = np.nan
     return out
+
+
+def _speedup_vs_cpu(out: pd.DataFrame, base: pd.DataFrame) -> pd.Series:
+    """Other providers' rows against the onnxruntime CPU baseline of the same model, task,
+    shape and machine (e.g. OpenVINO bf16 vs onnxruntime fp32); empty on the CPU's rows."""
+    ref = base[base["provider"] == REFERENCE_PROVIDER][[*SHAPE_KEY, "_bp50", "_bmachine"]]
+    merged = out.merge(ref, on=SHAPE_KEY, how="left")
+    merged.index = out.index
+    usable = ((merged["_bmachine"].fillna("") == merged["machine"].fillna(""))
+              & (out["provider"] != REFERENCE_PROVIDER))
+    return _ratio(merged["_bp50"], merged["latency_p50_ms"]).where(usable)
 
 
 def pareto_front(lb: pd.DataFrame) -> pd.Series:
@@ -159,23 +176,28 @@ def _glue_task(task: str, split: object) -> str | None:
 
 
 def glue_score(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, variant): mean main metric (points) over the tasks with ok rows, and which."""
-    cols = ["model", "variant", "glue_score", "n_tasks", "tasks"]
+    """Per (model, variant, metric runtime): mean main metric (points) over the tasks with ok
+    rows, and which. Rows measured on different runtimes (onnxruntime fp32, OpenVINO bf16)
+    can differ, so each runtime gets its own score."""
+    cols = ["model", "variant", "metric_provider", "glue_score", "n_tasks", "tasks"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     points = (df["metric_value"].astype("float64") * 100 if "metric_value" in df
               else df["metric"].astype("float64"))
     split = df["eval_split"] if "eval_split" in df else pd.Series(None, index=df.index)
+    runtime = df["metric_provider"] if "metric_provider" in df else pd.Series(None, index=df.index)
     rows = pd.DataFrame({
         "model": df["model"], "variant": df["variant"], "points": points,
+        "metric_provider": runtime.fillna("–"),
         "task": [_glue_task(t, s) for t, s in zip(df["task"], split)],
     })
     rows = rows[(df["status"] == "ok") & rows["points"].notna() & rows["task"].notna()]
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    # the metric does not depend on provider, batch or sequence length: one value per task
-    per_task = rows.groupby(["model", "variant", "task"], sort=True)["points"].first()
-    grouped = per_task.reset_index().groupby(["model", "variant"], sort=True)
+    # on one runtime the metric does not depend on batch or sequence length: one per task
+    keys = ["model", "variant", "metric_provider"]
+    per_task = rows.groupby([*keys, "task"], sort=True)["points"].first()
+    grouped = per_task.reset_index().groupby(keys, sort=True)
     out = grouped.agg(glue_score=("points", "mean"), n_tasks=("task", "size"),
                       tasks=("task", lambda t: ", ".join(sorted(t))))
     return out.reset_index()[cols]

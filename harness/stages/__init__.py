@@ -5,7 +5,7 @@ makes its output (`keys.Stage`); `Stages` chains them for a cell.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from harness.stages.artifacts import load_tokenizer, zipped_size
 from harness.stages.compress import onnx_steps, torch_steps
 from harness.stages.context import StageContext
 from harness.stages.data import SuiteData
-from harness.stages.evaluate import evaluated
+from harness.stages.evaluate import evaluations
 from harness.stages.export import exported
 from harness.stages.finetune import finetuned
 from harness.stages.flops import flops
@@ -33,10 +33,30 @@ class Built:
     onnx_path: Path
     tokenizer_dir: Path
     key: str
-    info: dict[str, Any]  # record fields: metrics, parity, sizes, notes
+    info: dict[str, Any]  # record fields shared by every provider: parity, sizes, notes
+    # per provider: its dev metrics as record fields, or {"status", "error"} when there are none
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.tokenizer_dir)
+
+    def fields(self, provider: str) -> dict[str, Any]:
+        """Record fields of this provider's rows (metrics from its own runtime)."""
+        metrics = self.metrics.get(provider, {})
+        return self.info | {k: v for k, v in metrics.items()
+                            if k not in ("status", "error", "trace")}
+
+    def unavailable(self, provider: str) -> tuple[str, str, str | None] | None:
+        """(status, reason, traceback) when this provider's rows have no metric, else None."""
+        metrics = self.metrics.get(provider, {})
+        if "status" not in metrics:
+            return None
+        return metrics["status"], metrics["error"], metrics.get("trace")
+
+    def on_runtime(self, runtime: str) -> dict[str, Any] | None:
+        """The metrics measured on `runtime` (a record's metric_provider), if any."""
+        return next((m for m in self.metrics.values()
+                     if "status" not in m and m.get("metric_provider") == runtime), None)
 
 
 class Stages:
@@ -73,23 +93,41 @@ class Stages:
         info = dict(self.cache.info(export_dir))
         info.pop("fp32_optimization", None)
         onnx_path, key = onnx_steps(self.ctx, cell, export_dir, key, notes)
-        info |= evaluated(self.ctx, cell, onnx_path, key, load_tokenizer(export_dir))
         info |= {"onnx_bytes": onnx_path.stat().st_size, "onnx_zip_bytes": zipped_size(onnx_path),
                  "notes": notes, "artifact_key": key}
-        spec = get_task(cell.task)
-        info["metric_name"] = spec.main_metric
-        info["metric_value"] = info.get(spec.main_metric)
         ft_info = self.cache.info(self.finetuned(cell.model, cell.task)[0])
         info["train_precision"] = ft_info.get("train_precision", "fp32")
-        info |= self._uncertainty(cell, info)
-        return Built(onnx_path, export_dir, key, info)
+        metrics = evaluations(self.ctx, cell, onnx_path, key, load_tokenizer(export_dir))
+        return Built(onnx_path, export_dir, key, info, self._with_uncertainty(cell, metrics))
 
-    def _uncertainty(self, cell: Cell, info: dict[str, Any]) -> dict[str, Any]:
+    def _with_uncertainty(self, cell: Cell, metrics: dict[str, dict[str, Any]]
+                          ) -> dict[str, dict[str, Any]]:
+        """Each provider's metrics with `_uncertainty`, computed once per runtime (a provider
+        whose metric falls back to another runtime shares that runtime's)."""
+        from harness.plan import Cell, Pipeline
+
+        base = None
+        if cell.pipeline.steps:  # a method: its deltas are tested against the baseline's
+            base = self.build(Cell(cell.model, cell.task, Pipeline(())))
+        per_runtime: dict[str, dict[str, Any]] = {}
+        out = {}
+        for provider, got in metrics.items():
+            if "status" in got:  # no metric on this provider
+                out[provider] = got
+                continue
+            runtime = got["metric_provider"]
+            if runtime not in per_runtime:
+                per_runtime[runtime] = self._uncertainty(cell, got, base)
+            out[provider] = got | per_runtime[runtime]
+        return out
+
+    def _uncertainty(self, cell: Cell, info: dict[str, Any], base: Built | None
+                     ) -> dict[str, Any]:
         """The main metric's 95% bootstrap interval and, for a method, the paired test of its
-        delta against the baseline of the same model and task on the same dev examples."""
+        delta against the baseline (`base`) of the same model and task on the same dev
+        examples, run on the same runtime."""
         import numpy as np
 
-        from harness.plan import Cell, Pipeline
         from harness.significance import bootstrap_ci, paired_test
 
         metric = get_task(cell.task).main_metric
@@ -99,9 +137,9 @@ class Stages:
         labels = np.load(preds_path.with_name("labels_dev.npy"))
         low, high = bootstrap_ci(preds, labels, metric)
         out: dict[str, Any] = {"metric_ci_low": low, "metric_ci_high": high}
-        if cell.pipeline.steps:
-            base = self.build(Cell(cell.model, cell.task, Pipeline(())))
-            base_preds = resolve_stored_path(base.info["predictions_path"], results_dir)
+        same = base.on_runtime(info["metric_provider"]) if base is not None else None
+        if same is not None:
+            base_preds = resolve_stored_path(same["predictions_path"], results_dir)
             test = paired_test(preds, np.load(base_preds), labels, metric)
             out |= {"delta_p_value": test.p_value, "delta_test": test.test}
         return out

@@ -1,4 +1,4 @@
-"""Latency of ONNX models through onnxruntime: sessions, paired inputs, loop, stats, roofline."""
+"""Latency of ONNX models: runners (onnxruntime, OpenVINO), paired inputs, loop, stats, roofline."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +10,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from harness import precision as prec
 from harness.errors import ConfigError, first_line
 from harness.schema import TimingSpec
+from harness.timing.backend import PROVIDERS, as_runner, make_runner
+from harness.timing.base import Runner
 from harness.timing.group import time_group
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
@@ -23,14 +26,14 @@ from harness.timing.roofline import (
     model_flops,
     roofline_fields,
 )
-from harness.timing.session import describe_session, make_session
+from harness.timing.session import make_session
 from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Measurement", "Stats", "describe_inputs", "device_check", "feed_for",
-           "gemm_peak_gflops", "make_inputs", "make_session", "measure", "model_flops",
-           "roofline_of", "time_file", "time_group", "time_onnx"]
+__all__ = ["PROVIDERS", "Measurement", "Runner", "Stats", "describe_inputs", "device_check",
+           "feed_for", "gemm_peak_gflops", "make_inputs", "make_runner", "make_session",
+           "measure", "model_flops", "roofline_of", "time_file", "time_group", "time_onnx"]
 
 
 def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
@@ -41,29 +44,30 @@ def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:
 def time_onnx(onnx_path: str | Path, provider: str, spec: TimingSpec,
               feed_inputs: Mapping[str, np.ndarray], batch_size: int, *,
               roofline: bool = True, flops: FlopCount | None = None,
-              session: ort.InferenceSession | None = None,
+              session: ort.InferenceSession | Runner | None = None,
               checked: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time one ONNX model on one provider; returns Record fields.
 
     Fields: the latency statistics, samples_ms, unstable(_reason), load_avg, peak_rss_mb,
-    gpu_mem_mb, session (settings and how the loop ended) and, with `roofline`, flops,
-    gflops_per_s and efficiency (`flops`: a count made earlier, else counted here). Raises
-    SkipCell when the provider is unavailable or keeps heavy ops on the CPU, ValueError when a
-    GPU session's outputs differ from the CPU's. A `session` made by `make_session` for this
-    file and provider may be passed to time several shapes without rebuilding it, with
-    `checked`, what `device_check` returned for it.
+    gpu_mem_mb, precision, session (settings and how the loop ended) and, with `roofline`,
+    flops, gflops_per_s and efficiency (`flops`: a count made earlier, else counted here).
+    Raises SkipCell when the provider is unavailable or keeps heavy ops on the CPU, ValueError
+    when a GPU session's outputs differ from the CPU's. A runner made by `make_runner` (or an
+    onnxruntime session) for this file and provider may be passed to time several shapes
+    without rebuilding it, with `checked`, what `device_check` returned for it.
     """
     owned = session is None
-    session = session or make_session(onnx_path, provider, spec)
-    feed = feed_for(session, feed_inputs)
+    runner = make_runner(onnx_path, provider, spec) if owned else as_runner(session, provider,
+                                                                            spec)
+    feed = feed_for(runner, feed_inputs)
     if checked is None:
-        checked = device_check(onnx_path, provider, spec, feed, session)
-    m = measure(session, feed, spec, batch_size=batch_size, provider=provider)
+        checked = device_check(onnx_path, provider, spec, feed, runner)
+    m = measure(runner, feed, spec, batch_size=batch_size, provider=provider)
     fields = m.record_fields()
-    fields["session"] = {**describe_session(session, provider, spec), **checked,
-                         "measurement": m.details}
+    fields["precision"] = runner.precision
+    fields["session"] = {**runner.describe(), **checked, "measurement": m.details}
     if owned:
-        del session  # its thread pool must not compete with the peak GEMM measurement
+        del runner  # its thread pool must not compete with the peak GEMM measurement
     if roofline:
         fields.update(roofline_of(onnx_path, provider, spec, batch_size, _seq_len(feed_inputs),
                                   fields, flops))
@@ -74,12 +78,13 @@ def roofline_of(onnx_path: str | Path, provider: str, spec: TimingSpec, batch_si
                 seq_len: int, fields: dict[str, Any], count: FlopCount | None
                 ) -> dict[str, Any]:
     """flops / gflops_per_s / efficiency at the p50 in `fields` (whose session entry gets the
-    peaks); a failure here is noted, never loses the timing."""
+    peaks; float FLOPs against the float peak at the `precision` in `fields`); a failure here
+    is noted, never loses the timing."""
     try:
         if count is None:
             count = count_flops(onnx.load(str(onnx_path), load_external_data=False),
                                 batch_size, seq_len)
-        peaks = gemm_peak_gflops(provider, spec)
+        peaks = gemm_peak_gflops(provider, spec, fields.get("precision") or prec.DEFAULT)
     except Exception as exc:  # noqa: BLE001 - the latency above is still valid
         log.warning("roofline for %s failed: %s", onnx_path, exc)
         fields["session"]["roofline"] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -17,9 +17,11 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("harness", "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "onnx",
-            "optimum", "optimum-onnx", "numpy")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+PACKAGES = ("harness", "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "openvino",
+            "onnx", "optimum", "optimum-onnx", "numpy")
+# what decides the int8 and reduced-precision kernels (VNNI, BF16, FP16, AMX)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
+             "amx_tile", "amx_int8", "amx_bf16", "amx_fp16")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 

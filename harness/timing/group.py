@@ -1,6 +1,6 @@
-"""Time a group of onnxruntime sessions (the variants of one model, task and shape) in
-interleaved rounds; one set of Record fields per variant, with the speedup over the baseline
-taken from the same rounds."""
+"""Time a group of sessions (onnxruntime or OpenVINO: the variants of one model, task,
+provider and shape) in interleaved rounds; one set of Record fields per variant, with the
+speedup over the baseline taken from the same rounds."""
 from __future__ import annotations
 
 import logging
@@ -13,10 +13,10 @@ import onnxruntime as ort
 import psutil
 
 from harness.schema import TimingSpec
+from harness.timing.backend import as_runner
+from harness.timing.base import Runner
 from harness.timing.inputs import feed_for
 from harness.timing.loop import (
-    cpu_runner,
-    cuda_runner,
     gpu_mem_mb,
     judge,
     load_between,
@@ -26,27 +26,30 @@ from harness.timing.loop import (
 )
 from harness.timing.reference import Reference
 from harness.timing.rounds import SLICE_WARMUP, Rounds, Slice, paired_speedup, round_cv, time_rounds
-from harness.timing.session import describe_session
 from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
+ON_CPU = ("cpu", "openvino")  # providers whose rounds the CPU reference workload describes
 SAMPLE_DECIMALS = 4  # ms rounded to 0.1 µs in records (perf_counter_ns resolution is finer
 #                      than the run-to-run noise by orders of magnitude; halves record size)
 
 
-def time_group(sessions: Mapping[str, ort.InferenceSession], provider: str, spec: TimingSpec,
-               feeds: Mapping[str, Mapping[str, np.ndarray]], batch_size: int, *,
-               baseline: str | None = None) -> dict[str, dict[str, Any]]:
+def time_group(sessions: Mapping[str, ort.InferenceSession | Runner], provider: str,
+               spec: TimingSpec, feeds: Mapping[str, Mapping[str, np.ndarray]],
+               batch_size: int, *, baseline: str | None = None) -> dict[str, dict[str, Any]]:
     """Time every session on its inputs (`feeds`, per variant: the same texts through each
     variant's tokenizer) in `spec.rounds` interleaved rounds.
 
-    Returns Record fields per variant: latency stats over all its samples, the raw samples
-    with their round sizes and the round order, the speedup over `baseline` (a key of
-    `sessions`) with its 95% interval over rounds, stability, load and memory.
+    A session is an onnxruntime session of `provider` or a runner of any backend
+    (harness.timing.backend.make_runner: onnxruntime, OpenVINO); each is timed through its
+    runner's step (IO binding on CUDA). Returns Record fields per variant: latency stats over
+    all its samples, the raw samples with their round sizes and the round order, the speedup
+    over `baseline` (a key of `sessions`) with its 95% interval over rounds, the precision the
+    runtime computed in, stability, load and memory.
     """
-    steps = {name: (cuda_runner if provider == "cuda" else cpu_runner)(
-        s, feed_for(s, feeds[name])) for name, s in sessions.items()}
-    reference = Reference(spec) if provider == "cpu" else None
+    runners = {name: as_runner(s, provider, spec) for name, s in sessions.items()}
+    steps = {name: r.step(feed_for(r, feeds[name])) for name, r in runners.items()}
+    reference = Reference(spec) if provider in ON_CPU else None
     wall0 = time.perf_counter()
     rounds = time_rounds(steps, spec, mark=lambda: (probe(), reference and reference.ms()))
     wall = time.perf_counter() - wall0
@@ -64,9 +67,10 @@ def time_group(sessions: Mapping[str, ort.InferenceSession], provider: str, spec
                "reference_ms": [ms for _, ms in rounds.marks], "gc_disabled": True,
                "timer": "time.perf_counter_ns", "io_binding": provider == "cuda"}
     return {name: variant_fields(rounds, name, batch_size, spec, others, baseline)
-            | shared | {"session": describe_session(sessions[name], provider, spec)
+            | shared | {"precision": runner.precision,
+                        "session": runner.describe()
                         | {"measurement": details | {"stopped_by": rounds.stopped_by[name]}}}
-            for name in sessions}
+            for name, runner in runners.items()}
 
 
 def variant_fields(rounds: Rounds, name: str, batch_size: int, spec: TimingSpec,

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import psutil
 
 from harness.schema import TimingSpec
+from harness.timing.base import Runner
 from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -226,10 +227,19 @@ class Measurement:
         }
 
 
-def measure(session: ort.InferenceSession, feed: dict[str, np.ndarray], spec: TimingSpec, *,
+def make_step(session: Any, feed: dict[str, np.ndarray], provider: str) -> Callable[[], Any]:
+    """The timed call: an onnxruntime session's (IO binding on CUDA), else a runner's own
+    prepared step (harness.timing.backend)."""
+    if isinstance(session, Runner):
+        return session.step(feed)
+    return cuda_runner(session, feed) if provider == "cuda" else cpu_runner(session, feed)
+
+
+def measure(session: Any, feed: dict[str, np.ndarray], spec: TimingSpec, *,
             batch_size: int, provider: str) -> Measurement:
-    """Time `session` on `feed` per `spec`; CUDA runs through IO binding."""
-    step = cuda_runner(session, feed) if provider == "cuda" else cpu_runner(session, feed)
+    """Time `session` (an onnxruntime session or a backend runner) on `feed` per `spec`;
+    CUDA runs through IO binding."""
+    step = make_step(session, feed, provider)
     before, wall0 = probe(), time.perf_counter()
     samples_ns, stopped_by = timed_loop(step, spec)
     wall = time.perf_counter() - wall0

@@ -20,8 +20,10 @@ import onnxruntime as ort
 
 from harness.errors import SkipCell
 from harness.schema import TimingSpec
+from harness.timing.base import Runner
 from harness.timing.session import EP_NAMES, provider_list, session_options
 
+DEVICE_PROVIDERS = ("cuda",)  # the providers that run off the CPU: checked before timing
 # op types that carry the arithmetic of a transformer: none of them may fall back to the CPU
 HEAVY_OP_MARKERS = ("MatMul", "Gemm", "Attention", "Conv")
 # outputs of the same fp32 graph on two providers: |a - b| <= ATOL + RTOL * |b|
@@ -86,9 +88,10 @@ def require_on_device(placement: Placement, provider: str) -> None:
                        f"{provider} latency would time the CPU and host-device copies")
 
 
-def outputs_agree(device_session: ort.InferenceSession, onnx_path: str | Path,
+def outputs_agree(device_session: ort.InferenceSession | Runner, onnx_path: str | Path,
                   feed: Mapping[str, np.ndarray], spec: TimingSpec) -> dict[str, Any]:
-    """Compare the first output of `device_session` with a CPU session of the same file.
+    """Compare the first output of `device_session` (an onnxruntime session or a backend
+    runner) with a CPU session of the same file.
 
     Returns the comparison for the record; raises ValueError beyond float tolerance, because
     the dev metric (computed on the CPU) would then not describe the model on this provider.
@@ -96,7 +99,9 @@ def outputs_agree(device_session: ort.InferenceSession, onnx_path: str | Path,
     cpu = ort.InferenceSession(str(onnx_path), sess_options=session_options(spec),
                                providers=provider_list("cpu"))
     want = np.asarray(cpu.run(None, dict(feed))[0], dtype=np.float64)
-    got = np.asarray(device_session.run(None, dict(feed))[0], dtype=np.float64)
+    outputs = (device_session.run(dict(feed)) if isinstance(device_session, Runner)
+               else device_session.run(None, dict(feed)))
+    got = np.asarray(outputs[0], dtype=np.float64)
     diff = np.abs(got - want)
     excess = float(np.max(diff - RTOL * np.abs(want))) if diff.size else 0.0
     result = {"max_abs_diff": float(diff.max()) if diff.size else 0.0,
@@ -111,13 +116,16 @@ def outputs_agree(device_session: ort.InferenceSession, onnx_path: str | Path,
 
 
 def device_check(onnx_path: str | Path, provider: str, spec: TimingSpec,
-                 feed: Mapping[str, np.ndarray], session: ort.InferenceSession
+                 feed: Mapping[str, np.ndarray], session: ort.InferenceSession | Runner
                  ) -> dict[str, Any]:
-    """For a non-CPU provider: where the nodes ran and how its outputs compare with the CPU's.
+    """For onnxruntime's CUDA provider: where the nodes ran and how its outputs compare with
+    the CPU's.
 
-    Empty for the CPU. Raises SkipCell (heavy ops on the CPU) or ValueError (outputs differ).
+    Empty for the providers that run on the CPU (onnxruntime's CPU provider, OpenVINO, whose
+    metric is measured on OpenVINO itself). Raises SkipCell (heavy ops on the CPU) or
+    ValueError (outputs differ).
     """
-    if provider == "cpu":
+    if provider not in DEVICE_PROVIDERS:
         return {}
     placement = profile_placement(onnx_path, provider, spec, feed)
     require_on_device(placement, provider)

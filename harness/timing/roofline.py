@@ -1,4 +1,4 @@
-"""Compute roofline: GEMM FLOPs of a model at a shape, and the GEMM peak ORT reaches here.
+"""Compute roofline: GEMM FLOPs of a model at a shape, and the GEMM peak its runtime reaches here.
 
 Counted: every MatMul-family node (MatMul, FusedMatMul, MatMulInteger, MatMulIntegerToFloat,
 DynamicQuantizeMatMul, QLinearMatMul) and Gemm/QGemm/FusedGemm as 2*M*N*K, as int8 work for
@@ -21,7 +21,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from harness import precision as prec
 from harness.schema import TimingSpec
+from harness.timing.backend import make_runner
+from harness.timing.loop import measure
 
 log = logging.getLogger(__name__)
 
@@ -207,39 +210,43 @@ def _peak_graph(kind: str, n: int, provider: str) -> tuple[onnx.ModelProto, np.n
     return model, feed
 
 
-def _measure_peak(kind: str, provider: str, spec: TimingSpec
+def _measure_peak(kind: str, provider: str, spec: TimingSpec, precision: str = "fp32"
                   ) -> tuple[float | None, float | None]:
-    """(best GFLOP/s, share of the CPU other processes used meanwhile)."""
-    from harness.timing.loop import measure
-    from harness.timing.session import make_session
-
+    """(best GFLOP/s, share of the CPU other processes used meanwhile); a float GEMM runs at
+    `precision` where the runtime honours it (OpenVINO)."""
     n = PEAK_SHAPE.get(provider, 1024)
     model, a = _peak_graph(kind, n, provider)
+    if kind == "fp32" and precision != prec.DEFAULT:
+        prec.mark(model, precision)
     short = spec.model_copy(update={"warmup": 5, "min_iterations": 20,
                                     "min_seconds": PEAK_SECONDS, "max_seconds": 10.0})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"peak_{kind}.onnx"
         onnx.save(model, str(path))
         try:
-            session = make_session(path, provider, short)
+            runner = make_runner(path, provider, short)
         except Exception as exc:  # noqa: BLE001 - e.g. no int8 kernel on this provider
             log.warning("no %s GEMM peak on %s: %s", kind, provider, exc)
             return None, None
-        m = measure(session, {"A": a}, short, batch_size=1, provider=provider)
+        m = measure(runner, {"A": a}, short, batch_size=1, provider=provider)
     return 2.0 * n**3 / (m.stats.min / 1e3) / 1e9, m.others_load
 
 
-def gemm_peak_gflops(provider: str, spec: TimingSpec) -> dict[str, Any]:
-    """Best GFLOP/s (GOP/s for int8) of one large square GEMM through ORT with the spec's
-    threads, fp32 MatMul and int8 MatMulInteger; measured once per process and settings."""
+def gemm_peak_gflops(provider: str, spec: TimingSpec, precision: str = "fp32"
+                     ) -> dict[str, Any]:
+    """Best GFLOP/s (GOP/s for int8) of one large square GEMM on the provider's runtime with
+    the spec's threads, float MatMul and int8 MatMulInteger; measured once per process and
+    settings. "float" is the float peak at `precision` ("fp32" keeps the fp32 one)."""
     key = (provider, spec.intra_op_threads, spec.inter_op_threads, spec.graph_optimization,
-           spec.execution_mode)
+           spec.execution_mode, precision)
     if key not in _PEAKS:
         n = PEAK_SHAPE.get(provider, 1024)
-        (fp32, load_fp32), (int8, load_int8) = (_measure_peak(kind, provider, spec)
-                                                for kind in ("fp32", "int8"))
-        _PEAKS[key] = {"fp32": fp32, "int8": int8, "gemm": [n, n, n], "provider": provider,
-                       "others_load": [load_fp32, load_int8]}  # high: the peak is understated
+        (fp, load_fp), (int8, load_int8) = (_measure_peak(kind, provider, spec, precision)
+                                            for kind in ("fp32", "int8"))
+        _PEAKS[key] = {"float": fp, "float_precision": precision,
+                       "fp32": fp if precision == "fp32" else None, "int8": int8,
+                       "gemm": [n, n, n], "provider": provider,
+                       "others_load": [load_fp, load_int8]}  # high: the peak is understated
         log.info("GEMM peak on %s: %s", provider, _PEAKS[key])
     return dict(_PEAKS[key])
 
@@ -247,12 +254,14 @@ def gemm_peak_gflops(provider: str, spec: TimingSpec) -> dict[str, Any]:
 def roofline_fields(count: FlopCount, latency_ms: float, peaks: dict[str, Any]
                     ) -> dict[str, float | None]:
     """Record fields: flops, achieved GFLOP/s, and efficiency = ideal time / measured time,
-    where the ideal time runs float FLOPs at the fp32 peak and int8 FLOPs at the int8 peak."""
+    where the ideal time runs float FLOPs at the float peak (fp32, or the precision the row
+    ran in) and int8 FLOPs at the int8 peak."""
     seconds = latency_ms / 1e3
     if count.total <= 0 or seconds <= 0:
         return {"flops": count.total or None, "gflops_per_s": None, "efficiency": None}
     ideal = 0.0
-    for flops, peak in ((count.float_flops, peaks.get("fp32")), (count.int8_flops, peaks.get("int8"))):
+    float_peak = peaks.get("float", peaks.get("fp32"))
+    for flops, peak in ((count.float_flops, float_peak), (count.int8_flops, peaks.get("int8"))):
         if flops > 0:
             if not peak:
                 return {"flops": count.total, "gflops_per_s": count.total / seconds / 1e9,
