@@ -41,4 +41,4 @@ def test_cold_and_warm_cache_give_bit_identical_weights_and_metrics(
     logs = [ArtifactCache(d.parents[1]).info(d)["train_log"] for d in tuned]
     assert logs[0]["loss_curve"] == logs[1]["loss_curve"]
     for field in ("metric_value", "accuracy", "n_eval", "parity_max_abs_diff"):
-        assert cold_built.info[field] == warm_built.info[field], field
+        assert cold_built.fields("cpu")[field] == warm_built.fields("cpu")[field], field
