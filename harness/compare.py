@@ -324,8 +324,9 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
         latency = (_latency(new[k], refs, fields, max_load)
                    or _point_latency(new[k], refs, fields))
         cell = CellComparison(k, latency)
-        if k[:3] not in metric_done:
-            metric_done.add(k[:3])
+        tested = (*k[:3], new[k].metric_provider)  # once per variant and evaluating runtime
+        if tested not in metric_done:
+            metric_done.add(tested)
             _metric(cell, new[k], refs[0], (predictions or {}).get(k), n_boot, seed)
         cells.append(cell)
     adjust_fdr(cells)

@@ -240,3 +240,19 @@ def test_cells_timed_under_load_are_untested_not_regressions() -> None:
     assert cmp.regressions == [] and [t for _, t in cmp.untested] == ["latency_ms_p50:5%"]
     assert "timed under load" in cmp.to_markdown()
     assert compare_runs([slow], [base], thresholds=THRESHOLDS, max_load=0.95).regressions
+
+
+def test_metric_is_tested_once_per_runtime_of_a_variant() -> None:
+    """A variant timed on the CPU and on OpenVINO has a metric from each runtime: both tested."""
+    labels = np.array([0, 1] * 100)
+    new_pred = labels.copy()
+    new_pred[:30] = 1 - new_pred[:30]
+    shapes = [("cpu", 1), ("cpu", 32), ("openvino", 1)]
+    new = [rec([], metric=0.85, batch=b).model_copy(update={"provider": p, "metric_provider": p})
+           for p, b in shapes]
+    base = [rec([], metric=1.0, batch=b).model_copy(update={"provider": p, "metric_provider": p})
+            for p, b in shapes]
+    preds = {r.key: (new_pred, labels, labels) for r in new}
+    cmp = compare_runs(new, base, thresholds=THRESHOLDS, predictions=preds)
+    tested = [(c.key[3], c.metric_test) for c in cmp.cells]
+    assert tested == [("cpu", "mcnemar-exact"), ("cpu", None), ("openvino", "mcnemar-exact")]
