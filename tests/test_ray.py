@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,6 +213,13 @@ def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path,
     lines = records.read_text().splitlines()
     assert lines[:len(first)] == first  # kept, not redone
     parsed = [json.loads(line) for line in lines]
-    counts = Counter((d["task"], d["variant"], d["batch_size"]) for d in parsed)
-    assert len(counts) == 12 and set(counts.values()) == {1}, counts
+    by_key: dict[tuple, list[dict]] = {}
+    for d in parsed:
+        by_key.setdefault((d["task"], d["variant"], d["batch_size"]), []).append(d)
+    assert len(by_key) == 12, sorted(by_key)
+    for key, lines_of_key in by_key.items():
+        # each key is measured once; a later line may only re-annotate the significance of its
+        # delta (Benjamini-Hochberg runs over the finished run's deltas and appends what changed)
+        measured = [{k: v for k, v in d.items() if k != "delta_significant"} for d in lines_of_key]
+        assert all(m == measured[0] for m in measured), key
     assert {d["status"] for d in parsed} == {"ok"}
