@@ -1,7 +1,7 @@
 """Readers for the canonical `glue_data/` TSV files of all nine GLUE tasks.
 
 Quotes are data in these files, so they are read with `csv.QUOTE_NONE`; text is kept as-is
-(SST-2 sentences keep their trailing space). See /work/shared/glue/SOURCES.md for the quirks.
+(SST-2 sentences keep their trailing space). See SOURCES.md beside the shared GLUE data for the quirks.
 """
 from __future__ import annotations
 
