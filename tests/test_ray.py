@@ -172,7 +172,7 @@ def test_dead_worker_is_retried_or_recorded_as_failed(ray_address: str, tmp_path
     assert summary.exit_code == 1
 
 
-@pytest.mark.xfail(strict=False, reason="known race since the session-4 merges: on some runs "
+@pytest.mark.xfail(strict=False, reason="known race since this round's merges: on some runs "
                    "two Ray workers each apply the shared torch step once (2 calls instead of 1; "
                    "seen 1 of 3 runs); under investigation, see the closing note of issue 12")
 def test_a_shared_torch_step_runs_once(ray_address: str, tmp_path: Path, tiny_glue_dir: Path,
