@@ -86,3 +86,31 @@ def test_validate_and_keys_import_no_torch(tmp_path) -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_resolves_each_fine_tune_and_cell_once(tmp_path, tiny_glue_dir, tiny_bert_dir
+                                                     ) -> None:
+    """A method's paired test asks for its baseline again: with the cache off that must not
+    fine-tune and build the baseline a second time."""
+    from conftest import suite_file
+
+    from harness.cache import ArtifactCache
+    from harness.plan import load_suite, plan
+    from harness.stages import Stages
+
+    suite, pipelines = load_suite(suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir,
+                                             "[baseline, int8-dynamic]"))
+    cache = ArtifactCache(tmp_path / "cache", enabled=False)
+    built_stages: list[str] = []
+    real = cache._build
+
+    def counting(stage, key, build, label):  # noqa: ANN001, ANN202
+        built_stages.append(stage)
+        return real(stage, key, build, label)
+
+    cache._build = counting
+    stages = Stages(suite, cache, tiny_glue_dir)
+    base, method = plan(suite, pipelines)
+    assert stages.build(method).info["artifact_key"] != stages.build(base).info["artifact_key"]
+    assert stages.build(base) is stages.build(base)
+    assert built_stages.count("finetune") == 1

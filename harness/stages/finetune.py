@@ -18,7 +18,13 @@ FINETUNE = Stage("finetune", ("harness.stages.finetune", "harness.train", "harne
 
 
 def finetuned(ctx: StageContext, model: str, task: str) -> tuple[Path, str]:
-    """The fine-tuned baseline's directory and key, built on first use."""
+    """The fine-tuned baseline's directory and key, built on first use (once per run)."""
+    if ("finetune", model, task) not in ctx.resolved:
+        ctx.resolved["finetune", model, task] = _finetuned(ctx, model, task)
+    return ctx.resolved["finetune", model, task]
+
+
+def _finetuned(ctx: StageContext, model: str, task: str) -> tuple[Path, str]:
     ft = ctx.suite.finetune
     key = FINETUNE.key({"model": model_fingerprint(model), "task": task,
                         "data": ctx.data.identity(task, "train"), "finetune": ft.model_dump(),
