@@ -11,7 +11,7 @@ from conftest import toy_sst2 as toy
 from pydantic import ValidationError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, SkipCell
 from harness.methods import METHODS, MethodContext
 from harness.methods.distill import build_student, default_layers
 from harness.methods.params import DistillParams
@@ -126,6 +126,16 @@ def test_distill_from_a_suite_student(deep_bert_dir, tiny_bert_dir, tmp_path):
     student = step.apply(ctx.teacher, ctx)
     assert student.config.num_hidden_layers == 2 and student is not other
     assert any("student 'tiny'" in n for n in ctx.notes)
+
+
+def test_a_student_that_is_the_cells_own_model_skips_the_cell(deep_bert_dir, tmp_path):
+    calls = []
+    ctx = _ctx(deep_bert_dir, tmp_path, model="tiny",
+               load_model=lambda name: calls.append(name))
+    step = METHODS.get("distill").factory(DistillParams(student="tiny"))
+    with pytest.raises(SkipCell, match="'tiny' is this cell's model itself"):
+        step.apply(ctx.teacher, ctx)
+    assert calls == []  # decided before any model is loaded or trained
 
 
 def test_distill_then_prune_structured(deep_bert_dir, tmp_path):

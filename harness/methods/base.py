@@ -40,6 +40,7 @@ class MethodContext:
     teacher: Any = None  # the fine-tuned baseline (torch model) of the same model and task
     load_model: Callable[[str], Any] | None = None  # fine-tuned baseline of another suite model
     notes: list[str] = field(default_factory=list)  # said in the record
+    model: str = ""  # the cell's suite model (its name, e.g. minilm-l6)
 
     def train_data(self) -> TaskData:
         if self.load_train is None:

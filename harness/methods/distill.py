@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, SkipCell
 from harness.methods.base import MethodContext
 from harness.methods.params import DistillParams
 from harness.nn import KDLoss, encoder_layers
@@ -72,6 +72,9 @@ class Distill:
                  ctx: MethodContext) -> torch.nn.Module:
         p = self.params
         if p.student is not None:
+            if p.student == ctx.model:
+                raise SkipCell(f"distill: the student '{p.student}' is this cell's model itself; "
+                               "distilling a model into itself compresses nothing")
             if ctx.load_model is None:
                 raise ConfigError(f"distill: cannot load student model '{p.student}' here")
             student, tokenizer = ctx.load_model(p.student)

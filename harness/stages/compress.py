@@ -44,7 +44,8 @@ def _method_context(ctx: StageContext, cell: Cell, teacher_dir: Path, workdir: P
                     ) -> MethodContext:
     teacher, tok = load_torch(teacher_dir, train_device())
     return MethodContext(
-        task=get_task(cell.task), finetune=ctx.suite.finetune, workdir=workdir, tokenizer=tok,
+        task=get_task(cell.task), finetune=ctx.suite.finetune, workdir=workdir, model=cell.model,
+        tokenizer=tok,
         load_train=lambda: ctx.data.split(cell.task, "train"), teacher=teacher,
         load_model=lambda name: load_torch(finetuned(ctx, name, cell.task)[0], train_device()))
 
@@ -83,7 +84,8 @@ def onnx_steps(ctx: StageContext, cell: Cell, export_dir: Path, key: str, notes:
         def build(out: Path, src: Path = src, step: Step = step) -> dict[str, Any]:
             mctx = MethodContext(task=get_task(cell.task), finetune=ctx.suite.finetune,
                                  workdir=out, tokenizer=load_tokenizer(export_dir),
-                                 load_train=lambda: ctx.data.split(cell.task, "train"))
+                                 load_train=lambda: ctx.data.split(cell.task, "train"),
+                                 model=cell.model)
             made = METHODS.get(step.name).factory(step.params).apply(src, out, mctx)
             return {"notes": mctx.notes, "file": Path(made).name}
 
