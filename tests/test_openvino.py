@@ -172,6 +172,21 @@ def test_openvino_runners_are_timed_in_rounds_against_their_baseline(tiny_onnx: 
 
 
 @needs_openvino
+def test_a_runner_timed_at_one_batch_size_runs_a_larger_one(tiny_onnx: Path) -> None:
+    """Timing binds its inputs without a copy; a later, larger batch on the same runner must not
+    be refused for the smaller array still bound (a cold quick run failed so at batch 32)."""
+    runner = make_runner(tiny_onnx, "openvino", FAST)
+    small, large = feeds(1), feeds(8)
+    step = runner.step(small)
+    step()
+    out = runner.run(large)
+    again = runner.step(large)
+    again()
+    step()  # the small step still runs after the large one
+    assert out[0].shape[0] == 8 and np.allclose(out[0], runner.run(large)[0], atol=1e-5)
+
+
+@needs_openvino
 def test_bf16_runs_in_bf16_or_is_skipped_with_the_reason(tiny_onnx: Path, tmp_path: Path
                                                          ) -> None:
     path = marked(tiny_onnx, tmp_path / "bf16.onnx", "bf16")

@@ -121,9 +121,11 @@ class OpenVinoRunner(Runner):
         """One synchronous inference: the input arrays are bound each call without a copy
         (share_inputs, as onnxruntime binds numpy inputs) and the outputs come back as host
         arrays. `infer(feed)` with its default input copy costs ~0.2 ms more per call here
-        (docs/openvino.md); that copy is not part of the model's latency."""
+        (docs/openvino.md); that copy is not part of the model's latency. The step has an infer
+        request of its own: a request whose inputs are bound to one feed's arrays refuses a larger
+        feed later (it cannot grow memory it does not own)."""
         arrays = {k: np.ascontiguousarray(v) for k, v in feed.items()}
-        infer = self.request.infer
+        infer = self.compiled.create_infer_request().infer
 
         def step() -> Any:
             return infer(arrays, share_inputs=True)
