@@ -3,10 +3,17 @@
 Latency: the unit is a round (docs/timing.md), not a sample. Each record keeps its raw samples
 per interleaved round; a statistic (p50, p90, ...) is taken per round, and the new run's
 per-round values are compared with the baseline runs' by a Welch t-test on their logs, giving
-the ratio new / baseline with a 95% interval between rounds and runs. p-values across all
-cells are adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is a change
-both significant and beyond its threshold. With several baseline runs, the spread between
-them is a noise floor: a change smaller than it is not a regression.
+the ratio new / baseline with a 95% interval between rounds and runs. The machine's speed moves
+between runs by more than the effects compared (5-15% for a whole group on the development VM,
+docs/timing.md), and every variant of a group moves with it: so a variant is tested on its
+latency *relative to its group's baseline in the same rounds* (the per-round ratio its speedup
+is made of), where that shift cancels. A baseline cell has nothing beside it to cancel the
+shift: it is tested on its absolute latency only while the fixed reference workload timed at
+each round boundary moved by at most PROBE_TOLERANCE between the runs, and is untested
+otherwise. p-values across all cells are adjusted with Benjamini-Hochberg (false discovery
+rate 5%); a regression is a change both significant and beyond its threshold. With several
+baseline runs, the spread between them is a noise floor: a change smaller than it is not a
+regression.
 Metric: delta in points, tested once per (model, task, variant) on per-example predictions when both runs have them with the
 same tests as the leaderboard (harness.significance: exact McNemar where the metric is accuracy,
 a paired permutation test otherwise; regression deltas also get a paired-bootstrap interval);
@@ -43,6 +50,8 @@ LATENCY_STATS: dict[str, float | str] = {
 REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
 MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
+BASELINE = "baseline"  # the variant every other variant of a group is timed beside
+PROBE_TOLERANCE = 0.03  # reference workload move between runs above which absolute latency is untested
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 
 
@@ -101,6 +110,7 @@ class LatencyTest:
     floor: float = 0.0
     q: float = math.nan
     note: str | None = None  # why untested, when that is not fewer than two rounds
+    basis: str = "absolute"  # or "vs baseline": per-round ratio to the group's baseline
 
     @property
     def tested(self) -> bool:
@@ -216,7 +226,8 @@ class Comparison:
             return None if slower > limit else ""
         if slower > limit and test.significant:
             floor = f", baseline runs' spread {test.floor:.1f}%" if test.floor else ""
-            return (f"{t.field} {slower:+.1f}% (95% CI {test.low:.3f}–{test.high:.3f}×, "
+            basis = ", relative to its baseline" if test.basis == "vs baseline" else ""
+            return (f"{t.field} {slower:+.1f}%{basis} (95% CI {test.low:.3f}–{test.high:.3f}×, "
                     f"q={test.q:.2g}, {test.n_new} vs {test.n_base} rounds{floor})")
         return ""
 
@@ -241,14 +252,55 @@ class Comparison:
         return _markdown(self)
 
 
-def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float
-             ) -> dict[str, LatencyTest]:
+def relative_values(record: Record, anchor: Record, stat: float | str) -> np.ndarray | None:
+    """Per-round statistic of `record` over its group baseline's (`anchor`) in the same rounds;
+    None when the two were not timed in the same rounds."""
+    if len(record.round_sizes) < 2 or len(record.round_sizes) != len(anchor.round_sizes):
+        return None
+    return round_values(record, stat) / round_values(anchor, stat)
+
+
+def reference_ms(record: Record) -> float | None:
+    """Geometric mean of the reference workload's times at the record's round boundaries."""
+    marks = ((record.session or {}).get("measurement") or {}).get("reference_ms") or []
+    marks = [m for m in marks if m]
+    return float(np.exp(np.mean(np.log(marks)))) if marks else None
+
+
+def probe_move(new: Record, bases: list[Record]) -> float | None:
+    """Largest relative move of the reference workload between `new` and any baseline run."""
+    ref = reference_ms(new)
+    others = [reference_ms(b) for b in bases]
+    if ref is None or any(o is None for o in others):
+        return None
+    return max(abs(ref / o - 1) for o in others)
+
+
+def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float,
+             anchors: tuple[Record, list[Record]] | None = None) -> dict[str, LatencyTest]:
+    """Round-level tests of one cell; `anchors` = (new run's, baseline runs') group baseline
+    records, for a variant: then its latency relative to them is tested."""
     if not new.samples_ms or not all(b.samples_ms for b in bases):
         return {}
-    tests = {f: welch_ratio(round_values(new, LATENCY_STATS[f]),
-                            [round_values(b, LATENCY_STATS[f]) for b in bases]) for f in fields}
+    tests = {}
+    for f in fields:
+        stat = LATENCY_STATS[f]
+        rel = None
+        if anchors is not None:
+            rel = [relative_values(new, anchors[0], stat)] + [
+                relative_values(b, a, stat) for b, a in zip(bases, anchors[1], strict=True)]
+        if rel is not None and all(r is not None for r in rel):
+            tests[f] = replace(welch_ratio(rel[0], rel[1:]), basis="vs baseline")
+        else:
+            tests[f] = welch_ratio(round_values(new, stat),
+                                   [round_values(b, stat) for b in bases])
     if any((r.others_load or 0.0) > max_load for r in (new, *bases)):  # not the code's doing
         return {f: replace(t, p=math.nan, note="timed under load") for f, t in tests.items()}
+    move = probe_move(new, bases)
+    if move is not None and move > PROBE_TOLERANCE:
+        note = f"machine speed moved (reference workload {move:+.0%})"
+        tests = {f: t if t.basis == "vs baseline" else replace(t, p=math.nan, note=note)
+                 for f, t in tests.items()}
     return tests
 
 
@@ -321,7 +373,7 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     cells, metric_done = [], set()
     for k in ok:
         refs = [b[k] for b in bases]
-        latency = (_latency(new[k], refs, fields, max_load)
+        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases))
                    or _point_latency(new[k], refs, fields))
         cell = CellComparison(k, latency)
         tested = (*k[:3], new[k].metric_provider)  # once per variant and evaluating runtime
@@ -336,6 +388,19 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
                       [k for k in bases[0] if k not in new], broken, note, len(bases))
 
 
+def _anchors(key: Key, new: dict[Key, Record], bases: list[dict[Key, Record]]
+             ) -> tuple[Record, list[Record]] | None:
+    """The group baseline's records (new run, baseline runs) for a variant's cell, when every
+    run has it timed; None for a baseline cell or when one is missing."""
+    if key[2] == BASELINE:
+        return None
+    anchor = (*key[:2], BASELINE, *key[3:])
+    runs = [new, *bases]
+    if not all(anchor in r and r[anchor].status == "ok" for r in runs):
+        return None
+    return new[anchor], [b[anchor] for b in bases]
+
+
 def _key_cols(key: tuple) -> dict[str, object]:
     cols = dict.fromkeys(("model", "task", "variant", "provider", "batch", "seq"), "–")
     return cols | dict(zip(cols, key))
@@ -347,6 +412,7 @@ def cell_row(cell: CellComparison) -> dict[str, object]:
     tested = t is not None and t.tested
     return _key_cols(cell.key) | {
         "p50 new/base": f"{t.estimate:.3f}×" if t else "–",
+        "basis": t.basis if t else "–",
         "95% CI": f"{t.low:.3f}–{t.high:.3f}" if tested
         else f"– (untested: {t.note or '< 2 rounds'})" if t else "–",
         "q": f"{t.q:.2g}" if tested else "–",
@@ -364,7 +430,11 @@ def _markdown(cmp: Comparison) -> str:
              f"{len(cmp.cells)} cells compared; {len(cmp.only_new)} only in this run, "
              f"{len(cmp.only_baseline)} only in the baseline. Thresholds: "
              f"{', '.join(t.text for t in cmp.thresholds) or 'none'}. Latency: ratio of the "
-             "per-round values (geometric means), 95% Welch interval between rounds and runs, "
+             "per-round values (geometric means) — for a variant, of its per-round latency "
+             "relative to its group's baseline in the same rounds ('vs baseline'), so the "
+             "machine's speed between runs cancels; a baseline's absolute latency is untested "
+             "when the reference workload moved by more than "
+             f"{PROBE_TOLERANCE:.0%} —, 95% Welch interval between rounds and runs, "
              "q = Benjamini-Hochberg adjusted p over all cells; a regression is significant "
              "(q < 0.05) and beyond its threshold"
              + (" and beyond the baseline runs' spread" if cmp.n_baselines > 1 else "")
@@ -382,7 +452,7 @@ def _markdown(cmp: Comparison) -> str:
     if cmp.untested:
         untested = pd.DataFrame([_key_cols(k) | {"threshold": t} for k, t in cmp.untested])
         lines += ["## Beyond a threshold but untested (no predictions, fewer than two "
-                  "rounds, or timed under load)", "", md_table(untested.astype(str)), ""]
+                  "rounds, timed under load, or the machine's speed moved)", "", md_table(untested.astype(str)), ""]
     cells = pd.DataFrame([cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)

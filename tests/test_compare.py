@@ -256,3 +256,52 @@ def test_metric_is_tested_once_per_runtime_of_a_variant() -> None:
     cmp = compare_runs(new, base, thresholds=THRESHOLDS, predictions=preds)
     tested = [(c.key[3], c.metric_test) for c in cmp.cells]
     assert tested == [("cpu", "mcnemar-exact"), ("cpu", None), ("openvino", "mcnemar-exact")]
+
+
+def group(scale: float, seed: int, slow_variant: float = 1.0, reference: float = 0.2,
+          round_sd: float = 0.02) -> list[Record]:
+    """A baseline and a variant timed in the same 5 rounds of one run: the rounds share the
+    machine's speed (`scale` x a per-round level); the variant is 0.5 of the baseline x
+    `slow_variant`; the reference workload took `reference` ms at each round boundary."""
+    rng = np.random.default_rng(seed)
+    levels = scale * np.exp(rng.normal(0, round_sd, 5))
+    out = []
+    for variant, factor in (("baseline", 1.0), ("int8-dynamic", 0.5 * slow_variant)):
+        flat = [float(lv * factor * (10 + x)) for lv in levels for x in rng.gamma(2, 0.1, 40)]
+        r = rec(flat, sizes=[40] * 5, variant=variant)
+        out.append(r.model_copy(update={
+            "session": {"measurement": {"reference_ms": [reference * scale] * 6}}}))
+    return out
+
+
+def _flagged(cmp) -> set[str]:
+    return {k[2] for k, _, _ in cmp.regressions}
+
+
+def test_a_machine_wide_shift_flags_no_variant_and_leaves_the_baseline_untested() -> None:
+    """The whole group 10% slower, the reference workload too: the machine moved, not the
+    code. The variant, tested relative to its baseline in the same rounds, is not flagged;
+    the baseline's absolute latency is untested (a test on absolute rounds flags both)."""
+    cmp = compare_runs(group(1.10, seed=1), group(1.0, seed=2), thresholds=THRESHOLDS)
+    cells = {c.key[2]: c.latency["latency_ms_p50"] for c in cmp.cells}
+    assert cells["int8-dynamic"].basis == "vs baseline" and cells["int8-dynamic"].tested
+    assert cells["int8-dynamic"].estimate == pytest.approx(1.0, abs=0.02)
+    assert cells["baseline"].estimate == pytest.approx(1.10, abs=0.03)
+    assert not cells["baseline"].tested and "machine speed moved" in cells["baseline"].note
+    assert _flagged(cmp) == set()
+    assert ("m", "sst2", "baseline", "cpu", 1, 128) in {k for k, _ in cmp.untested}
+
+
+def test_a_variant_slower_beside_its_baseline_is_flagged_whatever_the_machine_did() -> None:
+    cmp = compare_runs(group(0.93, seed=3, slow_variant=1.10), group(1.0, seed=4),
+                       thresholds=THRESHOLDS)
+    assert _flagged(cmp) == {"int8-dynamic"}
+    why = next(w for k, _, w in cmp.regressions if k[2] == "int8-dynamic")
+    assert "relative to its baseline" in why
+
+
+def test_a_slower_baseline_on_a_steady_machine_is_flagged() -> None:
+    """Same reference workload time in both runs: the baseline's absolute latency is tested."""
+    new, base = group(1.10, seed=5, reference=0.2 / 1.10), group(1.0, seed=6)
+    cmp = compare_runs(new, base, thresholds=THRESHOLDS)
+    assert _flagged(cmp) == {"baseline"}
