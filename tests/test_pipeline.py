@@ -132,3 +132,25 @@ timing: {{batch_sizes: [1], seq_lens: [16], warmup: 0, min_iterations: 2, min_se
     # identical inputs: one predicted class for all, so the two accuracies are 1-and-0 or 0-and-0
     assert {record.accuracy, record.accuracy_mismatched} in ({0.0, 1.0}, {0.0})
     assert record.accuracy_mismatched is not None
+
+
+def test_zipped_size_is_computed_once_per_artifact(tmp_path: Path, tiny_glue_dir: Path,
+                                                   tiny_bert_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compressing each ONNX file for its zip size took a quarter of a warm quick rerun; a
+    second run of the same suite reads the size from the cache."""
+    import zlib
+
+    import harness.stages as stages
+
+    calls: list[Path] = []
+    real = stages.zipped_size
+    monkeypatch.setattr(stages, "zipped_size", lambda p: calls.append(p) or real(p))
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, "[baseline, int8-dynamic]")
+    first = RunStore(run_suite(suite, tmp_path / "results", "r1").run_dir).records()
+    assert len(calls) == 2  # one per variant's file, not per shape
+    second = RunStore(run_suite(suite, tmp_path / "results", "r2").run_dir).records()
+    assert len(calls) == 2
+    sizes = {r.variant: r.onnx_zip_bytes for r in first}
+    assert {r.variant: r.onnx_zip_bytes for r in second} == sizes
+    assert sorted(sizes.values()) == sorted(len(zlib.compress(p.read_bytes(), 6)) for p in calls)
