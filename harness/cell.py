@@ -11,7 +11,7 @@ from typing import Any
 from harness.cache import ArtifactCache
 from harness.errors import DataMissing, SkipCell, one_line
 from harness.plan import Cell
-from harness.records import Record, cell_key
+from harness.records import BASELINE, Record, cell_key
 from harness.schema import Suite
 from harness.stages import Built, Stages
 
@@ -129,8 +129,6 @@ class CellRunner:
         record._trace = trace
         return record
 
-
-BASELINE = "baseline"
 
 
 def group_label(cells: list[Cell]) -> str:

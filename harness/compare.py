@@ -34,7 +34,7 @@ from scipy import stats
 
 from harness.errors import ConfigError, HarnessError, first_line
 from harness.publish.markdown import md_table
-from harness.records import Record, resolve_stored_path
+from harness.records import BASELINE, Record, resolve_stored_path
 from harness.significance import paired_test
 from harness.timing.rounds import round_stat
 
@@ -50,7 +50,6 @@ LATENCY_STATS: dict[str, float | str] = {
 REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
 MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
-BASELINE = "baseline"  # the variant every other variant of a group is timed beside
 PROBE_TOLERANCE = 0.03  # reference workload move between runs above which absolute latency is untested
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 

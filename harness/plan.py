@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from harness.errors import ConfigError, HarnessError
 from harness.methods.catalog import METHODS
 from harness.models import check_model_name
+from harness.records import BASELINE
 from harness.schema import RawStep, Suite
 
 
@@ -45,11 +46,11 @@ class Pipeline:
 
     @property
     def method(self) -> str:
-        return "+".join(s.name for s in self.steps) or "baseline"
+        return "+".join(s.name for s in self.steps) or BASELINE
 
     @property
     def label(self) -> str:
-        return "+".join(s.label for s in self.steps) or "baseline"
+        return "+".join(s.label for s in self.steps) or BASELINE
 
     @property
     def torch_steps(self) -> tuple[Step, ...]:
@@ -67,7 +68,7 @@ def _split_entry(entry: RawStep | list[RawStep]) -> list[RawStep]:
     if isinstance(entry, list):
         return entry
     if isinstance(entry, str):
-        return [] if entry.strip() == "baseline" else [p.strip() for p in entry.split("+")]
+        return [] if entry.strip() == BASELINE else [p.strip() for p in entry.split("+")]
     return [entry]
 
 

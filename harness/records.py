@@ -12,6 +12,7 @@ from harness.clock import now
 from harness.errors import SchemaError
 
 SCHEMA_VERSION = 5
+BASELINE = "baseline"  # the variant (and method) name of a pipeline without steps
 METRIC_FIELDS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 Status = Literal["ok", "failed", "skipped"]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from harness.records import Record
+from harness.records import BASELINE, Record
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,6 @@ CELL = ["model", "task", "variant", "provider", "batch_size", "seq_len"]
 BASE_KEY = ["model", "task", "provider", "batch_size", "seq_len"]
 FRONT_KEY = ["task", "provider", "batch_size", "seq_len"]
 SHAPE_KEY = ["model", "task", "batch_size", "seq_len"]
-BASELINE = "baseline"
 REFERENCE_PROVIDER = "cpu"  # `speedup_vs_cpu` compares other providers' rows with its baseline
 _TABLE_DROP = ("samples_ms", "round_sizes", "round_order", "env", "session", "method_params")
 _MB = 1e6
