@@ -64,6 +64,11 @@ class CellRunner:
             self._stages = Stages(self.suite, cache, self.data_dir)
         return self._stages
 
+    @property
+    def peak_store(self) -> Path | None:
+        """Where GEMM peaks are kept between runs on one machine (none with the cache off)."""
+        return self.cache_root / "peaks" if self.use_cache else None
+
     def shapes(self) -> list[Shape]:
         t = self.suite.timing
         return [(p, b, s) for p in t.providers for b in t.batch_sizes for s in t.seq_lens]
@@ -236,7 +241,8 @@ class GroupTimer:
             got = fields[cell.pipeline.label]
             got["session"] = {**got.get("session", {}), **self.checked.get(cell, {})}
             got |= roofline_of(self.built[cell].onnx_path, self.provider, self.spec, batch, seq,
-                               got, self.runner._flops(self.built[cell], batch, seq))
+                               got, self.runner._flops(self.built[cell], batch, seq),
+                               self.runner.peak_store)
             records.append(self.runner.record(cell, shape, self.built[cell], status="ok", **got))
         return records
 

@@ -384,6 +384,58 @@ def test_gemm_peak_and_efficiency(monkeypatch: pytest.MonkeyPatch) -> None:
     assert roofline.roofline_fields(count, 30.0, {"fp32": 100.0, "int8": None})["efficiency"] is None
 
 
+def _count_peak_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    runs: list[str] = []
+    measure_peak = roofline._measure_peak
+
+    def counted(kind: str, *args: object, **kwargs: object) -> tuple[float | None, float | None]:
+        runs.append(kind)
+        return measure_peak(kind, *args, **kwargs)
+
+    monkeypatch.setattr(roofline, "_measure_peak", counted)
+    monkeypatch.setitem(roofline.PEAK_SHAPE, "cpu", 128)
+    # long enough for the foreign-load window (harness.timing.loop.MIN_LOAD_WINDOW_S)
+    monkeypatch.setattr(roofline, "PEAK_SECONDS", 0.3)
+    monkeypatch.setattr(roofline, "_PEAKS", {})
+    return runs
+
+
+def test_a_stored_gemm_peak_is_reused_by_the_next_run(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _count_peak_runs(monkeypatch)
+    quiet = FAST.model_copy(update={"unstable_load": 1.0})  # whatever else runs here
+    first = roofline.gemm_peak_gflops("cpu", quiet, store=tmp_path)
+    assert runs == ["fp32", "int8"] and len(list(tmp_path.glob("*.json"))) == 1
+    monkeypatch.setattr(roofline, "_PEAKS", {})  # a new process on the same machine
+    assert roofline.gemm_peak_gflops("cpu", quiet, store=tmp_path) == first
+    assert runs == ["fp32", "int8"]  # not measured again
+    other = quiet.model_copy(update={"intra_op_threads": 1})  # other settings: own peak
+    roofline.gemm_peak_gflops("cpu", other, store=tmp_path)
+    assert len(runs) == 4 and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_gemm_peak_measured_under_load_is_not_stored(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _count_peak_runs(monkeypatch)
+    monkeypatch.setattr(roofline, "_measure_peak", lambda kind, *a, **k: (runs.append(kind)
+                                                                         or (100.0, 0.9)))
+    roofline.gemm_peak_gflops("cpu", FAST, store=tmp_path)
+    assert not list(tmp_path.glob("*.json"))  # 0.9 of the CPU was someone else's
+
+
+def test_an_unreadable_stored_gemm_peak_is_measured_again(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _count_peak_runs(monkeypatch)
+    quiet = FAST.model_copy(update={"unstable_load": 1.0})
+    roofline.gemm_peak_gflops("cpu", quiet, store=tmp_path)
+    (stored,) = tmp_path.glob("*.json")
+    stored.write_text("{not json", encoding="utf-8")
+    monkeypatch.setattr(roofline, "_PEAKS", {})
+    peaks = roofline.gemm_peak_gflops("cpu", quiet, store=tmp_path)
+    assert runs == ["fp32", "int8"] * 2 and peaks["fp32"] > 0
+    assert json.loads(stored.read_text(encoding="utf-8"))["fp32"] == peaks["fp32"]
+
+
 # ---- end to end ---------------------------------------------------------------------------
 
 def test_time_onnx_fields_make_a_record(bert_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:

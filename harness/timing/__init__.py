@@ -75,16 +75,17 @@ def time_onnx(onnx_path: str | Path, provider: str, spec: TimingSpec,
 
 
 def roofline_of(onnx_path: str | Path, provider: str, spec: TimingSpec, batch_size: int,
-                seq_len: int, fields: dict[str, Any], count: FlopCount | None
-                ) -> dict[str, Any]:
+                seq_len: int, fields: dict[str, Any], count: FlopCount | None,
+                peak_store: Path | None = None) -> dict[str, Any]:
     """flops / gflops_per_s / efficiency at the p50 in `fields` (whose session entry gets the
-    peaks; float FLOPs against the float peak at the `precision` in `fields`); a failure here
-    is noted, never loses the timing."""
+    peaks; float FLOPs against the float peak at the `precision` in `fields`; peaks kept in
+    `peak_store`, see gemm_peak_gflops); a failure here is noted, never loses the timing."""
     try:
         if count is None:
             count = count_flops(onnx.load(str(onnx_path), load_external_data=False),
                                 batch_size, seq_len)
-        peaks = gemm_peak_gflops(provider, spec, fields.get("precision") or prec.DEFAULT)
+        peaks = gemm_peak_gflops(provider, spec, fields.get("precision") or prec.DEFAULT,
+                                 peak_store)
     except Exception as exc:  # noqa: BLE001 - the latency above is still valid
         log.warning("roofline for %s failed: %s", onnx_path, exc)
         fields["session"]["roofline"] = {"error": f"{type(exc).__name__}: {exc}"}

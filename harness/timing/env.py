@@ -33,6 +33,11 @@ def _version(package: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each package in PACKAGES (None where it is not installed)."""
+    return {pkg: _version(pkg) for pkg in PACKAGES}
+
+
 def cpu_info() -> dict[str, Any]:
     """CPU model and the SIMD flags that matter for ORT's kernels (py-cpuinfo, cached)."""
     try:
@@ -84,7 +89,7 @@ def _static_environment() -> dict[str, Any]:
 
     cpu = cpu_info()
     env: dict[str, Any] = {"python": platform.python_version()}
-    env.update({pkg: _version(pkg) for pkg in PACKAGES})
+    env.update(package_versions())
     # with onnxruntime and onnxruntime-gpu both installed, their metadata cannot tell which
     # build Python imports: the module's own version (and its providers) can
     env["onnxruntime_imported"] = ort.__version__

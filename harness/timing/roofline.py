@@ -10,8 +10,10 @@ Shapes come from onnxruntime's symbolic shape inference with the inputs fixed to
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness import precision as prec
+from harness.cache import content_key
+from harness.clock import now
 from harness.schema import TimingSpec
 from harness.timing.backend import make_runner
 from harness.timing.loop import measure
@@ -36,6 +40,7 @@ INT8_OPS = {"MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "Q
             "QGemm", "QAttention"}
 PEAK_SHAPE = {"cpu": 1024, "cuda": 4096}  # square GEMM side used for the peak
 PEAK_SECONDS = 0.5  # time spent on each peak GEMM (best run counts)
+PEAK_METHOD = "1"  # bump when _peak_graph or _measure_peak changes: stored peaks go stale
 _PEAKS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
@@ -232,23 +237,68 @@ def _measure_peak(kind: str, provider: str, spec: TimingSpec, precision: str = "
     return 2.0 * n**3 / (m.stats.min / 1e3) / 1e9, m.others_load
 
 
-def gemm_peak_gflops(provider: str, spec: TimingSpec, precision: str = "fp32"
-                     ) -> dict[str, Any]:
+def gemm_peak_gflops(provider: str, spec: TimingSpec, precision: str = "fp32",
+                     store: Path | None = None) -> dict[str, Any]:
     """Best GFLOP/s (GOP/s for int8) of one large square GEMM on the provider's runtime with
     the spec's threads, float MatMul and int8 MatMulInteger; measured once per process and
-    settings. "float" is the float peak at `precision` ("fp32" keeps the fp32 one)."""
+    settings. "float" is the float peak at `precision` ("fp32" keeps the fp32 one).
+
+    With `store` (a folder), a peak measured while other processes left the CPU alone is kept
+    there under this machine's fingerprint, runtime versions and settings, and later runs on
+    the same machine reuse it: the peak is the machine's, and a run need not pay for it again.
+    """
     key = (provider, spec.intra_op_threads, spec.inter_op_threads, spec.graph_optimization,
            spec.execution_mode, precision)
     if key not in _PEAKS:
-        n = PEAK_SHAPE.get(provider, 1024)
-        (fp, load_fp), (int8, load_int8) = (_measure_peak(kind, provider, spec, precision)
-                                            for kind in ("fp32", "int8"))
-        _PEAKS[key] = {"float": fp, "float_precision": precision,
-                       "fp32": fp if precision == "fp32" else None, "int8": int8,
-                       "gemm": [n, n, n], "provider": provider,
-                       "others_load": [load_fp, load_int8]}  # high: the peak is understated
-        log.info("GEMM peak on %s: %s", provider, _PEAKS[key])
+        path = None if store is None else store / f"{_stored_name(key)}.json"
+        _PEAKS[key] = _read_peak(path) or _new_peak(key, spec, path)
     return dict(_PEAKS[key])
+
+
+def _new_peak(key: tuple[Any, ...], spec: TimingSpec, path: Path | None) -> dict[str, Any]:
+    provider, precision = key[0], key[-1]
+    n = PEAK_SHAPE.get(provider, 1024)
+    (fp, load_fp), (int8, load_int8) = (_measure_peak(kind, provider, spec, precision)
+                                        for kind in ("fp32", "int8"))
+    peak = {"float": fp, "float_precision": precision,
+            "fp32": fp if precision == "fp32" else None, "int8": int8,
+            "gemm": [n, n, n], "provider": provider,
+            "others_load": [load_fp, load_int8],  # high: the peak is understated
+            "measured_at": now()}
+    log.info("GEMM peak on %s: %s", provider, peak)
+    quiet = all(load is not None and load <= spec.unstable_load for load in (load_fp, load_int8))
+    if path is not None and quiet and fp is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(peak), encoding="utf-8")
+        tmp.replace(path)
+    return peak
+
+
+def _read_peak(path: Path | None) -> dict[str, Any] | None:
+    """The stored peak at `path`, or None when there is none or it cannot be read."""
+    if path is None or not path.exists():
+        return None
+    try:
+        peak = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the stored GEMM peak %s: %s", path.name, exc)
+        return None
+    if not isinstance(peak, dict) or not isinstance(peak.get("float"), (int, float)):
+        log.warning("ignoring the stored GEMM peak %s: no float peak in it", path.name)
+        return None
+    return peak
+
+
+def _stored_name(key: tuple[Any, ...]) -> str:
+    """File name of a peak: the machine, the runtimes' versions, the settings, the method."""
+    from harness.timing.env import cpu_info, machine_fingerprint, package_versions
+
+    return content_key("gemm-peak", PEAK_METHOD,
+                       {"machine": machine_fingerprint(), "cpu_flags": cpu_info()["flags"],
+                        "versions": package_versions(),
+                        "settings": list(key), "shape": PEAK_SHAPE.get(key[0], 1024),
+                        "seconds": PEAK_SECONDS})
 
 
 def roofline_fields(count: FlopCount, latency_ms: float, peaks: dict[str, Any]
