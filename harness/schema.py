@@ -50,8 +50,9 @@ class FinetuneSpec(Strict):
     # auto: bf16 autocast where the CPU/GPU computes bf16 natively, else fp32
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     group_by_length: bool = False  # batches of similar lengths (less padding trained)
-    # classification head on [CLS] through BERT's pooler, or on the mean of the token states
-    pooling: Literal["cls", "mean"] = "cls"
+    # classification head on [CLS] through BERT's pooler, on the mean of the token states, or
+    # (pair) on [u, v, |u-v|, u*v] of each sentence's mean (harness.models.pooling)
+    pooling: Literal["cls", "mean", "pair"] = "cls"
 
 
 class TimingSpec(Strict):

@@ -73,16 +73,20 @@ def test_tensors_that_do_not_fit_the_config_are_an_error(tiny_bert_dir: Path,
         load_torch(tmp_path)
 
 
-def test_mean_pooling_head_round_trips_as_mean_pooling(tiny_bert_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["mean", "pair"])
+def test_a_pooling_head_round_trips_with_its_pooling(tiny_bert_dir: Path, tmp_path: Path,
+                                                     pooling: str) -> None:
     from harness.models import load_model
-    from harness.models.pooling import MeanPoolBertForSequenceClassification
 
-    model, tok = load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, seed=0, pooling="mean")
+    model, tok = load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, seed=0, pooling=pooling)
     model.eval()
     save_torch(model, tok, tmp_path / "saved")
+    state = torch.get_rng_state()
     loaded, _ = load_torch(tmp_path / "saved")
-    assert isinstance(loaded, MeanPoolBertForSequenceClassification)
+    assert torch.equal(torch.get_rng_state(), state)  # loading draws nothing from the RNG
+    assert type(loaded) is type(model) and loaded.pooling == pooling
     assert loaded.bert.pooler is None
-    enc = tok(["the cat sat on the mat", "a good film"], padding=True, return_tensors="pt")
+    enc = tok(["the cat sat on the mat", "a good film"], ["a mat", "a film"], padding=True,
+              return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(model(**enc).logits, loaded(**enc).logits)

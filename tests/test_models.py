@@ -272,3 +272,48 @@ def test_mean_pooling_head_reads_the_masked_mean_and_exports(tiny_bert_dir: Path
                                atol=1e-4)
     with pytest.raises(ValueError, match="pooling"):
         load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, pooling="max")
+
+
+def test_pair_pooling_head_reads_each_sentences_mean_and_exports(tiny_bert_dir: Path,
+                                                                tmp_path: Path) -> None:
+    import torch
+
+    from harness.evaluation import onnx_logits
+    from harness.export import export_onnx, torch_logits
+    from harness.tasks.spec import TaskData
+
+    model, tok = load_model(str(tiny_bert_dir), 2, cache_dir=tmp_path, seed=0, pooling="pair")
+    model.eval()
+    hidden_size = model.config.hidden_size
+    assert model.bert.pooler is None and model.classifier.in_features == 4 * hidden_size
+    one = tok(["the cat sat"], ["a dog ran off"], return_tensors="pt")
+    padded = tok(["the cat sat", "a much longer sentence than the first one"],
+                 ["a dog ran off", "and a second part"], padding=True, return_tensors="pt")
+    first = one["token_type_ids"][0] == 0  # [CLS] a [SEP] | b [SEP]
+    with torch.no_grad():
+        hidden = model.bert(**one).last_hidden_state[0]
+        u, v = hidden[first].mean(0), hidden[~first].mean(0)
+        expected = model.classifier(torch.cat([u, v, (u - v).abs(), u * v]))
+        alone = model(**one).logits[0]
+        in_batch = model(**padded).logits[0]
+    assert torch.allclose(alone, expected, atol=1e-6)
+    assert torch.allclose(alone, in_batch, atol=1e-5)  # padding enters neither mean
+    data = TaskData("mrpc", "dev", ["the cat sat", "a dog", "it was good"],
+                    ["a cat sat", "the dog", "it was bad"], np.array([1, 1, 0]))
+    path = export_onnx(model, tok, tmp_path / "onnx")
+    np.testing.assert_allclose(onnx_logits(path, tok, data, 16), torch_logits(model, tok, data, 16),
+                               atol=1e-4)
+
+
+def test_pair_pooling_needs_token_types(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_bert_dir)
+    config.type_vocab_size = 1
+    one_type = tmp_path / "one-type"
+    config.save_pretrained(one_type)
+    for name in tiny_bert_dir.iterdir():
+        if name.name != "config.json":
+            (one_type / name.name).write_bytes(name.read_bytes())
+    with pytest.raises(ModelError, match="token type"):
+        load_model(str(one_type), 2, cache_dir=tmp_path, pooling="pair")

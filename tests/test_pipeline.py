@@ -154,3 +154,21 @@ def test_zipped_size_is_computed_once_per_artifact(tmp_path: Path, tiny_glue_dir
     sizes = {r.variant: r.onnx_zip_bytes for r in first}
     assert {r.variant: r.onnx_zip_bytes for r in second} == sizes
     assert sorted(sizes.values()) == sorted(len(zlib.compress(p.read_bytes(), 6)) for p in calls)
+
+
+def test_every_built_in_method_runs_on_a_pair_pooling_baseline(tmp_path: Path,
+                                                                 tiny_glue_dir: Path,
+                                                                 tiny_bert_dir: Path) -> None:
+    methods = ("[baseline, int8-dynamic, int8-static, prune-structured, "
+               "{name: prune-unstructured, sparsity: 0.5}, distill]")
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, methods)
+    suite.write_text(suite.read_text().replace("finetune: {", "finetune: {pooling: pair, ")
+                     .replace("batch_sizes: [1, 4]", "batch_sizes: [4]"))
+    summary = run_suite(suite, tmp_path / "results", "r1")
+    records = RunStore(summary.run_dir).records()
+    assert summary.exit_code == 0 and len(records) == 6
+    for r in records:  # exported, optimized or quantized, each graph agrees with its torch model
+        assert r.status == "ok", (r.variant, r.error)
+        assert r.parity_agreement is None or r.parity_agreement >= 0.9, (r.variant, r.parity_agreement)
+        if not r.variant.startswith("int8"):  # float graphs, the ORT-optimized baseline too
+            assert r.parity_max_abs_diff < 1e-4, (r.variant, r.parity_max_abs_diff)

@@ -88,17 +88,15 @@ def load_model(name: str, num_labels: int, *, cache_dir: Path, seed: int | None 
     num_labels=1 gives a regression head. Catalogue keys load offline from packaged files
     (minilm-l3 is converted once into `cache_dir/models`). The new head is initialised from
     torch's global RNG: seeded with `seed` right before the weights load (after any first-use
-    conversion), else as the caller left it. pooling='mean' puts the head on the mean of the
-    token states (harness.models.pooling) instead of BERT's [CLS] pooler.
+    conversion), else as the caller left it. pooling 'mean' or 'pair' puts the head on
+    mean-pooled token states (harness.models.pooling) instead of BERT's [CLS] pooler.
     """
-    model, tokenizer = _load(name, num_labels, cache_dir, seed)
-    if pooling == "mean":
-        from harness.models.pooling import to_mean_pooling
+    from harness.models.pooling import POOLINGS, to_pooling
 
-        model = to_mean_pooling(model)
-    elif pooling != "cls":
-        raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-    return model, tokenizer
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    model, tokenizer = _load(name, num_labels, cache_dir, seed)
+    return to_pooling(model, pooling), tokenizer
 
 
 def _load(name: str, num_labels: int, cache_dir: Path,

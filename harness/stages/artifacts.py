@@ -4,7 +4,7 @@ A torch model is stored as data only: its config (`model/config.json`) and its t
 (`model/model.safetensors`), never a pickle, so reading a cache cannot run code. Shapes that
 compression changed are in the config: `pruned_heads` (transformers re-applies it when the
 model is built) and, when FFN slicing left layers of different widths,
-`harness_intermediate_sizes`; a mean-pooling head is `harness_pooling: mean`. The tensors must
+`harness_intermediate_sizes`; a mean-pooling head is `harness_pooling: mean` (or `pair`). The tensors must
 then fit the rebuilt model exactly.
 """
 from __future__ import annotations
@@ -56,8 +56,8 @@ def save_torch(model: Any, tokenizer: Any, out: Path) -> None:
     sizes = _ffn_sizes(model)
     if sizes and any(s != config.intermediate_size for s in sizes):
         config.harness_intermediate_sizes = sizes
-    if getattr(model, "pooling", "cls") == "mean":
-        config.harness_pooling = "mean"  # the mean-pooling head has no pooler tensors
+    if getattr(model, "pooling", "cls") != "cls":
+        config.harness_pooling = model.pooling  # no pooler tensors; 'pair': a 4x wide head
     (out / MODEL_DIR).mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out / MODEL_DIR)
     save_model(model, str(out / MODEL_DIR / WEIGHTS))
@@ -83,6 +83,8 @@ def load_torch(path: Path, device: str = "cpu") -> tuple[Any, Any]:
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    from harness.models.pooling import to_pooling
+
     weights = path / MODEL_DIR / WEIGHTS
     if not weights.is_file():
         raise ModelError(f"{path}: no {MODEL_DIR}/{WEIGHTS} (models are read from safetensors "
@@ -92,12 +94,9 @@ def load_torch(path: Path, device: str = "cpu") -> tuple[Any, Any]:
     sizes = getattr(config, "harness_intermediate_sizes", None)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: keep the RNG
         model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+        model = to_pooling(model, getattr(config, "harness_pooling", "cls"))
     if sizes:
         _resize_ffn(model, sizes)
-    if getattr(config, "harness_pooling", "cls") == "mean":
-        from harness.models.pooling import to_mean_pooling
-
-        model = to_mean_pooling(model)
     try:
         load_model(model, str(weights), strict=True)
     except RuntimeError as exc:
