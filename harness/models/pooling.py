@@ -5,9 +5,9 @@ mean pooling; their [CLS] state and pooler were never trained for a sentence-lev
 head on mean-pooled states starts from a useful representation and learns much faster.
 - `mean`: dropout + linear on the mean of all the tokens' last states.
 - `pair`: dropout + linear on [u, v, |u - v|, u * v], u and v the mean states of the first and
-  the second sentence's tokens (token type 0 and 1): the head Sentence-BERT trained these
-  checkpoints' ancestors with on sentence pairs (NLI). One forward pass over the pair, as the
-  other heads; a single sentence has v = 0.
+  the second sentence's tokens (token type 0 and 1): InferSent's pair features, of which
+  Sentence-BERT trained these checkpoints' ancestors on NLI pairs with [u, v, |u - v|]. One
+  forward pass over the pair, as the other heads; a single sentence has v = 0.
 The classes keep BertForSequenceClassification's attributes (`bert`, `classifier`, `config`),
 so pruning, distillation and the ONNX export treat them like the stock model.
 """
