@@ -8,9 +8,11 @@ between runs by more than the effects compared (5-15% for a whole group on the d
 docs/timing.md), and every variant of a group moves with it: so a variant is tested on its
 latency *relative to its group's baseline in the same rounds* (the per-round ratio its speedup
 is made of), where that shift cancels. A baseline cell has nothing beside it to cancel the
-shift: it is tested on its absolute latency only while the fixed reference workload timed at
-each round boundary moved by at most PROBE_TOLERANCE between the runs, and is untested
-otherwise. p-values across all cells are adjusted with Benjamini-Hochberg (false discovery
+shift: it is tested on its absolute latency only against several baseline runs (whose spread
+shows how far the machine moves between runs; one run's rounds cannot) and while the fixed
+reference workload timed at each round boundary moved by at most PROBE_TOLERANCE between the
+runs, and is untested otherwise (a variant whose baseline is missing gets the absolute test
+under the reference's gate alone). p-values across all cells are adjusted with Benjamini-Hochberg (false discovery
 rate 5%); a regression is a change both significant and beyond its threshold. With several
 baseline runs, the spread between them is a noise floor: a change smaller than it is not a
 regression.
@@ -247,6 +249,23 @@ class Comparison:
         return [(self._key(c, t), t.text) for c in self.cells for t in self.thresholds
                 if self._check(c, t) is None]
 
+    def why_untested(self) -> list[dict[str, object]]:
+        """The untested cells as table rows: the change measured and why it was not tested."""
+        rows = []
+        for c in self.cells:
+            for t in self.thresholds:
+                if self._check(c, t) is not None:
+                    continue
+                if t.field == "metric":
+                    change, why = f"{c.metric_delta:+.2f} points", "no per-example predictions"
+                else:
+                    test = c.latency[t.field]
+                    change = f"{(test.estimate - 1) * 100:+.1f}%"
+                    why = test.note or "fewer than two rounds or no samples"
+                rows.append(_key_cols(self._key(c, t)) | {"threshold": t.text, "change": change,
+                                                         "why untested": why})
+        return rows
+
     def to_markdown(self) -> str:
         return _markdown(self)
 
@@ -295,12 +314,25 @@ def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: 
                                    [round_values(b, stat) for b in bases])
     if any((r.others_load or 0.0) > max_load for r in (new, *bases)):  # not the code's doing
         return {f: replace(t, p=math.nan, note="timed under load") for f, t in tests.items()}
-    move = probe_move(new, bases)
-    if move is not None and move > PROBE_TOLERANCE:
-        note = f"machine speed moved (reference workload {move:+.0%})"
+    note = _absolute_untested(new, bases, new.variant == BASELINE)
+    if note:
         tests = {f: t if t.basis == "vs baseline" else replace(t, p=math.nan, note=note)
                  for f, t in tests.items()}
     return tests
+
+
+def _absolute_untested(new: Record, bases: list[Record], baseline: bool) -> str | None:
+    """Why absolute latency cannot be tested between these runs, or None when it can. A
+    baseline cell needs several baseline runs; a variant whose group baseline is missing
+    from a run falls back to the absolute test with the reference workload's gate only."""
+    move = probe_move(new, bases)
+    moved = "" if move is None else f" (reference workload off by {move:.0%})"
+    if baseline and len(bases) < 2:  # A/A: baselines moved 6-9% (q < 0.01), reference < 3%
+        return (f"one baseline run: the machine's speed between runs is unknown{moved}; "
+                "give --baseline twice or more")
+    if move is not None and move > PROBE_TOLERANCE:
+        return f"machine speed moved{moved}"
+    return None
 
 
 def _point_latency(new: Record, bases: list[Record], fields: Iterable[str]
@@ -431,9 +463,9 @@ def _markdown(cmp: Comparison) -> str:
              f"{', '.join(t.text for t in cmp.thresholds) or 'none'}. Latency: ratio of the "
              "per-round values (geometric means) — for a variant, of its per-round latency "
              "relative to its group's baseline in the same rounds ('vs baseline'), so the "
-             "machine's speed between runs cancels; a baseline's absolute latency is untested "
-             "when the reference workload moved by more than "
-             f"{PROBE_TOLERANCE:.0%} —, 95% Welch interval between rounds and runs, "
+             "machine's speed between runs cancels; a baseline's absolute latency is tested "
+             "only against several baseline runs and while the reference workload moved by "
+             f"at most {PROBE_TOLERANCE:.0%} —, 95% Welch interval between rounds and runs, "
              "q = Benjamini-Hochberg adjusted p over all cells; a regression is significant "
              "(q < 0.05) and beyond its threshold"
              + (" and beyond the baseline runs' spread" if cmp.n_baselines > 1 else "")
@@ -449,9 +481,8 @@ def _markdown(cmp: Comparison) -> str:
         lines += ["## Cells that failed in this run but not in the baseline", "",
                   md_table(broken), ""]
     if cmp.untested:
-        untested = pd.DataFrame([_key_cols(k) | {"threshold": t} for k, t in cmp.untested])
-        lines += ["## Beyond a threshold but untested (no predictions, fewer than two "
-                  "rounds, timed under load, or the machine's speed moved)", "", md_table(untested.astype(str)), ""]
+        untested = pd.DataFrame(cmp.why_untested())
+        lines += ["## Beyond a threshold but untested", "", md_table(untested.astype(str)), ""]
     cells = pd.DataFrame([cell_row(c) for c in cmp.cells])
     lines += ["## All cells", "", md_table(cells.astype(str)), ""]
     return "\n".join(lines)
