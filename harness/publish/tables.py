@@ -26,7 +26,8 @@ ALWAYS_SHOWN = {*CELL, "metric", "latency_p50_ms", "pareto", "status"}
 FOLDED = ("metric_ci_low", "metric_ci_high", "delta_significant")
 NOT_SIGNIFICANT = "n.s."
 UNCERTAINTY_NOTE = (
-    "[low, high] is the metric's 95% bootstrap interval over dev examples; p (Δ) is the "
+    "[low, high] is the metric's 95% bootstrap interval over dev examples, for this trained "
+    "model (retraining with another seed moves a score more: docs/baselines.md); p (Δ) is the "
     "paired test of the delta against the baseline on the same examples (exact McNemar for "
     "accuracy, paired permutation otherwise); a Δ marked n.s. is not significant after "
     "Benjamini-Hochberg (FDR 5%) over the run's (model, task, variant) tests.")
