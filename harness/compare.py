@@ -53,6 +53,11 @@ REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
 MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
 PROBE_TOLERANCE = 0.03  # reference workload move between runs above which absolute latency is untested
+ONE_BASELINE_NOTE = (
+    "**One baseline run:** a variant's latency beside its baseline also moves between runs "
+    "(up to ~10% at batch 1 in docs/timing.md's A/A pairs), which one run's rounds cannot "
+    "show; baseline cells are untested. Give --baseline two or more times before acting on "
+    "a latency regression.")
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 
 
@@ -473,6 +478,8 @@ def _markdown(cmp: Comparison) -> str:
              "deltas are not tested.", ""]
     if cmp.machine_note:
         lines += [f"**Warning:** {cmp.machine_note}.", ""]
+    if cmp.n_baselines == 1:
+        lines += [ONE_BASELINE_NOTE, ""]
     regs = pd.DataFrame([_key_cols(k) | {"threshold": t, "change": why}
                          for k, t, why in cmp.regressions])
     lines += ["## Regressions", "", md_table(regs.astype(str)), ""]

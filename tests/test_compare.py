@@ -313,5 +313,7 @@ def test_a_slower_baseline_is_flagged_against_several_steady_baseline_runs() -> 
     assert _flagged(cmp) == {"baseline"}
     one = compare_runs(new, group(1.0, seed=6), thresholds=THRESHOLDS)
     assert _flagged(one) == set()
+    assert "**One baseline run:**" in one.to_markdown()
+    assert "**One baseline run:**" not in cmp.to_markdown()
     base = next(c.latency["latency_ms_p50"] for c in one.cells if c.key[2] == "baseline")
     assert not base.tested and base.note.startswith("one baseline run")
