@@ -32,12 +32,12 @@ def _version(package: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str | None]:
     """Installed version of each package in PACKAGES (None where it is not installed)."""
     return {pkg: _version(pkg) for pkg in PACKAGES}
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_info() -> dict[str, Any]:
     """CPU model and the SIMD flags that matter for ORT's kernels (py-cpuinfo, cached)."""
     try:
