@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from harness import precision as prec
 from harness.cache import content_key
 from harness.clock import now
 from harness.schema import TimingSpec
+from harness.store import write_json_atomic
 from harness.timing.backend import make_runner
 from harness.timing.loop import measure
 
@@ -269,9 +269,7 @@ def _new_peak(key: tuple[Any, ...], spec: TimingSpec, path: Path | None) -> dict
     quiet = all(load is not None and load <= spec.unstable_load for load in (load_fp, load_int8))
     if path is not None and quiet and fp is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(peak), encoding="utf-8")
-        tmp.replace(path)
+        write_json_atomic(path, peak)
     return peak
 
 
