@@ -251,24 +251,23 @@ class Comparison:
     def untested(self) -> list[tuple[tuple, str]]:
         """(cell, threshold) where the change could not be tested (no predictions, or fewer
         than two rounds)."""
-        return [(self._key(c, t), t.text) for c in self.cells for t in self.thresholds
-                if self._check(c, t) is None]
+        return [(self._key(c, t), t.text) for c, t in self._untested()]
+
+    def _untested(self) -> list[tuple[CellComparison, Threshold]]:
+        return [(c, t) for c in self.cells for t in self.thresholds if self._check(c, t) is None]
 
     def why_untested(self) -> list[dict[str, object]]:
         """The untested cells as table rows: the change measured and why it was not tested."""
         rows = []
-        for c in self.cells:
-            for t in self.thresholds:
-                if self._check(c, t) is not None:
-                    continue
-                if t.field == "metric":
-                    change, why = f"{c.metric_delta:+.2f} points", "no per-example predictions"
-                else:
-                    test = c.latency[t.field]
-                    change = f"{(test.estimate - 1) * 100:+.1f}%"
-                    why = test.note or "fewer than two rounds or no samples"
-                rows.append(_key_cols(self._key(c, t)) | {"threshold": t.text, "change": change,
-                                                         "why untested": why})
+        for c, t in self._untested():
+            if t.field == "metric":
+                change, why = f"{c.metric_delta:+.2f} points", "no per-example predictions"
+            else:
+                test = c.latency[t.field]
+                change = f"{(test.estimate - 1) * 100:+.1f}%"
+                why = test.note or "fewer than two rounds or no samples"
+            rows.append(_key_cols(self._key(c, t)) | {"threshold": t.text, "change": change,
+                                                     "why untested": why})
         return rows
 
     def to_markdown(self) -> str:
