@@ -11,6 +11,8 @@
    get work costing about f of the model; the other variants are unchanged) compared with the
    last A/A run: which cells are flagged (target: every `test-slowdown` cell at f = 0.10, no
    other cell), and the size of the slowdown as measured within the slow run's own rounds.
+3. the between-run noise of variants beside their baseline estimated from all A/A runs
+   (`harness compare --run-noise` takes it; the default was measured this way).
 
 The suite's `test-slowdown` method is the plugin in benchmarks/slowdown_plugin (put on
 PYTHONPATH here). Any suite works for step 1 (e.g. suites/quick.yaml, with --slowdowns '').
@@ -100,6 +102,15 @@ def compare(new: Path, *bases: Path) -> tuple[int, list[str]]:
     return res.returncode, section(res.stdout, "Regressions")
 
 
+def run_noise(*runs: Path) -> str:
+    """`harness compare`'s estimate of the between-run sd beside the baseline, from `runs`."""
+    from harness.compare import estimate_run_noise
+    from harness.store import RECORDS, load_records
+
+    found = estimate_run_noise([{r.key: r for r in load_records(d / RECORDS)} for d in runs], 50)
+    return f"{found.sd:.2%} ({found.source})" if found else "too few cells to estimate"
+
+
 def aa(first: Path, second: Path) -> None:
     a, b = records(first), records(second)
     p50 = moved(a, b, "latency_ms_p50")
@@ -111,7 +122,7 @@ def aa(first: Path, second: Path) -> None:
           f"of {len(p50)} (median move {np.median(p50):.1%}, worst {p50.max():.1%}); "
           f"speedup within 3%: {(speed <= CLOSE).mean():.0%} of {len(speed)} "
           f"(median {np.median(speed):.1%}, worst {speed.max():.1%}); "
-          f"compare exit {forward} / {backward} (reversed)")
+          f"compare exit {forward} / {backward} (reversed); run noise {run_noise(first, second)}")
     for row in fwd_rows + bwd_rows:
         print(f"  false alarm: {row}")
 
@@ -149,10 +160,14 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs; suite {args.suite}", flush=True)
     tag = args.tag
     last = run(args.suite, args.results_dir, f"{tag}-fill")  # builds and caches everything
+    warm = []
     for i in range(1, args.pairs + 1):
         first = run(args.suite, args.results_dir, f"{tag}-aa{i}a")
         last = run(args.suite, args.results_dir, f"{tag}-aa{i}b")
         aa(first, last)
+        warm += [first, last]
+    if len(warm) > 2:
+        print(f"run noise over all {len(warm)} A/A runs: {run_noise(*warm)}")
     for fraction in [float(f) for f in args.slowdowns.split(",") if f.strip()]:
         sensitivity(args.suite, args.results_dir, last, fraction, tag)
 

@@ -111,6 +111,10 @@ def compare(run_dir: Path,
             max_load: Annotated[float, typer.Option(
                 help="Leave latency untested where other processes used more of the CPU "
                      "while timing.")] = 0.5,
+            run_noise: Annotated[float | None, typer.Option(
+                help="Between-run sd (%) of a variant's latency beside its baseline, allowed "
+                     "for in its test (default: estimated from several --baseline runs, "
+                     "else 1.1, measured on the development VM).", min=0.0)] = None,
             ) -> None:
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
     from harness.compare import compare_run_dirs
@@ -118,7 +122,8 @@ def compare(run_dir: Path,
     if output is not None and output.is_dir():
         raise ConfigError(f"{output}: --output is a directory; give a file name")
     result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force,
-                              max_load=max_load)
+                              max_load=max_load,
+                              run_noise=None if run_noise is None else run_noise / 100)
     text = result.to_markdown()
     if output:
         try:

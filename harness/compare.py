@@ -7,7 +7,10 @@ the ratio new / baseline with a 95% interval between rounds and runs. The machin
 between runs by more than the effects compared (5-15% for a whole group on the development VM,
 docs/timing.md), and every variant of a group moves with it: so a variant is tested on its
 latency *relative to its group's baseline in the same rounds* (the per-round ratio its speedup
-is made of), where that shift cancels. A baseline cell has nothing beside it to cancel the
+is made of), where that shift cancels; what is left of the machine's between-run movement
+in that ratio (a group's rounds share one stretch of time, so one run's rounds cannot show
+it) enters the test as a run-level variance: estimated from the baseline runs when there
+are several, else the RUN_NOISE measured on the development VM (or --run-noise). A baseline cell has nothing beside it to cancel the
 shift: it is tested on its absolute latency only against several baseline runs (whose spread
 shows how far the machine moves between runs; one run's rounds cannot) and while the fixed
 reference workload timed at each round boundary moved by at most PROBE_TOLERANCE between the
@@ -53,11 +56,18 @@ REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
 MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
 PROBE_TOLERANCE = 0.03  # reference workload move between runs above which absolute latency is untested
+# Between-run sd (log scale) of a variant's latency relative to its baseline that one run's
+# rounds do not show (a group's rounds share one stretch of the machine's time), per run.
+# estimate_run_noise over two series of six warm quick-suite runs on the development VM
+# gave 1.1% each (docs/timing.md); used with one baseline run unless --run-noise is given.
+RUN_NOISE = 0.011
+MIN_NOISE_PAIRS = 20  # (cell, pair of baseline runs) differences needed to estimate it
 ONE_BASELINE_NOTE = (
     "**One baseline run:** a variant's latency beside its baseline also moves between runs "
     "(up to ~10% at batch 1 in docs/timing.md's A/A pairs), which one run's rounds cannot "
-    "show; baseline cells are untested. Give --baseline two or more times before acting on "
-    "a latency regression.")
+    "show: its tests allow for the run noise below, a value measured elsewhere, not on these "
+    "runs; baseline cells are untested. Give --baseline two or more times to have it "
+    "estimated from your runs before acting on a latency regression.")
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 
 
@@ -117,6 +127,7 @@ class LatencyTest:
     q: float = math.nan
     note: str | None = None  # why untested, when that is not fewer than two rounds
     basis: str = "absolute"  # or "vs baseline": per-round ratio to the group's baseline
+    run_noise: float = 0.0  # between-run sd (log scale) allowed for beyond the rounds
 
     @property
     def tested(self) -> bool:
@@ -132,9 +143,16 @@ def round_values(record: Record, stat: float | str) -> np.ndarray:
     return round_stat(record.rounds_ms, stat)
 
 
-def welch_ratio(new: Sequence[float], base_runs: Sequence[Sequence[float]]) -> LatencyTest:
+def welch_ratio(new: Sequence[float], base_runs: Sequence[Sequence[float]],
+                run_noise: float = 0.0) -> LatencyTest:
     """Round-level test of new vs baseline values (positive, e.g. per-round p50s); several
-    baseline runs are pooled and their spread is reported as the noise floor."""
+    baseline runs are pooled and their spread is reported as the noise floor.
+
+    Welch's t-test on the logs, with `run_noise` (a between-run sd on the log scale that the
+    rounds of one run do not show) added to the variance of each side's mean: the new run's
+    mean carries it once, the pooled mean of k baseline runs 1/k times. With run_noise 0 this
+    is scipy's Welch test.
+    """
     a = np.log(np.asarray(new, dtype=float))
     runs = [np.log(np.asarray(r, dtype=float)) for r in base_runs if len(r)]
     b = np.concatenate(runs) if runs else np.array([])
@@ -145,14 +163,62 @@ def welch_ratio(new: Sequence[float], base_runs: Sequence[Sequence[float]]) -> L
     diff = float(a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
         return LatencyTest(math.exp(diff), math.nan, math.nan, math.nan, len(a), len(b), floor)
-    if a.var() == 0 and b.var() == 0:  # identical rounds: no spread to test against
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb + run_noise ** 2 * (1 + 1 / len(runs)))
+    if se == 0:  # identical rounds and no run noise: no spread to test against
         p = 1.0 if diff == 0 else 0.0
         return LatencyTest(math.exp(diff), math.exp(diff), math.exp(diff), p, len(a), len(b),
                            floor)
-    res = stats.ttest_ind(a, b, equal_var=False)
-    ci = res.confidence_interval(1 - ALPHA)
-    return LatencyTest(math.exp(diff), math.exp(float(ci.low)), math.exp(float(ci.high)),
-                       float(res.pvalue), len(a), len(b), floor)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb else math.inf
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
+    return LatencyTest(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p,
+                       len(a), len(b), floor, run_noise=run_noise)
+
+
+@dataclass(frozen=True)
+class RunNoise:
+    """The between-run sd (log scale) allowed for in a latency statistic's variant tests,
+    and where it came from."""
+
+    sd: float
+    source: str
+
+
+def estimate_run_noise(bases: list[dict[Key, Record]], stat: float | str) -> RunNoise | None:
+    """The between-run sd of variants' per-round latency relative to their baseline, from
+    several baseline runs: for every variant cell and pair of baseline runs, the difference
+    of their mean log ratios; its robust (MAD) variance less the part the rounds explain,
+    halved (each difference holds two runs). None with fewer than MIN_NOISE_PAIRS."""
+    diffs, within = [], []
+    for key, record in bases[0].items():
+        anchors = _anchors(key, bases[0], bases[1:]) if record.status == "ok" else None
+        if anchors is None or not all(key in b and b[key].status == "ok" for b in bases):
+            continue
+        rel = [relative_values(b[key], a, stat) for b, a in zip(bases, (anchors[0], *anchors[1]),
+                                                                strict=True)]
+        if any(r is None for r in rel):
+            continue
+        logs = [np.log(r) for r in rel]
+        for i in range(len(logs)):
+            for j in range(i + 1, len(logs)):
+                diffs.append(float(logs[i].mean() - logs[j].mean()))
+                within.append(float(logs[i].var(ddof=1) / len(logs[i])
+                                    + logs[j].var(ddof=1) / len(logs[j])))
+    if len(diffs) < MIN_NOISE_PAIRS:
+        return None
+    spread = float(stats.median_abs_deviation(diffs, scale="normal"))
+    sd = math.sqrt(max(0.0, spread ** 2 - float(np.median(within))) / 2)
+    return RunNoise(sd, f"estimated from {len(bases)} baseline runs ({len(diffs)} cell pairs)")
+
+
+def run_noise_for(bases: list[dict[Key, Record]], stat: float | str,
+                  given: float | None) -> RunNoise:
+    """`given` when set; else estimated from several baseline runs; else RUN_NOISE."""
+    if given is not None:
+        return RunNoise(given, "given")
+    estimate = estimate_run_noise(bases, stat) if len(bases) > 1 else None
+    return estimate or RunNoise(RUN_NOISE, "default, measured on the development VM")
 
 
 def _corr(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
@@ -213,6 +279,7 @@ class Comparison:
     broken: list[Key] = field(default_factory=list)  # ok in the baseline, failed now
     machine_note: str | None = None
     n_baselines: int = 1
+    run_noise: dict[str, RunNoise] = field(default_factory=dict)  # per latency field
 
     def _check(self, cell: CellComparison, t: Threshold) -> str | None:
         """Why the cell crosses the threshold ('' when not), None when it cannot be tested."""
@@ -232,7 +299,8 @@ class Comparison:
             return None if slower > limit else ""
         if slower > limit and test.significant:
             floor = f", baseline runs' spread {test.floor:.1f}%" if test.floor else ""
-            basis = ", relative to its baseline" if test.basis == "vs baseline" else ""
+            basis = (f", relative to its baseline, run noise {test.run_noise:.1%}"
+                     if test.basis == "vs baseline" else "")
             return (f"{t.field} {slower:+.1f}%{basis} (95% CI {test.low:.3f}–{test.high:.3f}×, "
                     f"q={test.q:.2g}, {test.n_new} vs {test.n_base} rounds{floor})")
         return ""
@@ -299,9 +367,11 @@ def probe_move(new: Record, bases: list[Record]) -> float | None:
 
 
 def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float,
-             anchors: tuple[Record, list[Record]] | None = None) -> dict[str, LatencyTest]:
+             anchors: tuple[Record, list[Record]] | None = None,
+             noise: dict[str, RunNoise] | None = None) -> dict[str, LatencyTest]:
     """Round-level tests of one cell; `anchors` = (new run's, baseline runs') group baseline
-    records, for a variant: then its latency relative to them is tested."""
+    records, for a variant: then its latency relative to them is tested, allowing for the
+    field's between-run `noise`."""
     if not new.samples_ms or not all(b.samples_ms for b in bases):
         return {}
     tests = {}
@@ -312,7 +382,8 @@ def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: 
             rel = [relative_values(new, anchors[0], stat)] + [
                 relative_values(b, a, stat) for b, a in zip(bases, anchors[1], strict=True)]
         if rel is not None and all(r is not None for r in rel):
-            tests[f] = replace(welch_ratio(rel[0], rel[1:]), basis="vs baseline")
+            sd = noise[f].sd if noise and f in noise else 0.0
+            tests[f] = replace(welch_ratio(rel[0], rel[1:], sd), basis="vs baseline")
         else:
             tests[f] = welch_ratio(round_values(new, stat),
                                    [round_values(b, stat) for b in bases])
@@ -392,10 +463,13 @@ def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | No
 def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record],
                  thresholds: list[str], force: bool = False,
                  predictions: Predictions | None = None, n_boot: int = 2000,
-                 seed: int = 0, max_load: float = MAX_LOAD) -> Comparison:
+                 seed: int = 0, max_load: float = MAX_LOAD,
+                 run_noise: float | None = None) -> Comparison:
     """Compare every cell present in the run and in every baseline run (the first baseline
     run is the metric's reference); refuse different machines unless forced. Latency is
-    not tested where other processes used more than `max_load` of the CPU while timing."""
+    not tested where other processes used more than `max_load` of the CPU while timing.
+    A variant's test allows for `run_noise` (sd, log scale) between runs; None: estimated
+    from several baseline runs, else RUN_NOISE."""
     parsed = [parse_threshold(t) for t in thresholds]
     if not baseline_runs:
         raise ConfigError("compare: at least one baseline run is needed")
@@ -405,10 +479,11 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     ok = [k for k in both if new[k].status == "ok" and all(b[k].status == "ok" for b in bases)]
     note = _check_machines([(new[k], b[k]) for k in ok for b in bases], force)
     fields = sorted({"latency_ms_p50"} | {t.field for t in parsed if t.field != "metric"})
+    noise = {f: run_noise_for(bases, LATENCY_STATS[f], run_noise) for f in fields}
     cells, metric_done = [], set()
     for k in ok:
         refs = [b[k] for b in bases]
-        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases))
+        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases), noise)
                    or _point_latency(new[k], refs, fields))
         cell = CellComparison(k, latency)
         tested = (*k[:3], new[k].metric_provider)  # once per variant and evaluating runtime
@@ -420,7 +495,7 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     broken = [k for k in both
               if all(b[k].status == "ok" for b in bases) and new[k].status == "failed"]
     return Comparison(cells, parsed, [k for k in new if k not in bases[0]],
-                      [k for k in bases[0] if k not in new], broken, note, len(bases))
+                      [k for k in bases[0] if k not in new], broken, note, len(bases), noise)
 
 
 def _anchors(key: Key, new: dict[Key, Record], bases: list[dict[Key, Record]]
@@ -479,6 +554,10 @@ def _markdown(cmp: Comparison) -> str:
         lines += [f"**Warning:** {cmp.machine_note}.", ""]
     if cmp.n_baselines == 1:
         lines += [ONE_BASELINE_NOTE, ""]
+    if cmp.run_noise:
+        lines += ["Run noise allowed for in variant tests (between-run sd beside the baseline): "
+                  + "; ".join(f"{f} {n.sd:.1%} ({n.source})" for f, n in cmp.run_noise.items())
+                  + ".", ""]
     regs = pd.DataFrame([_key_cols(k) | {"threshold": t, "change": why}
                          for k, t, why in cmp.regressions])
     lines += ["## Regressions", "", md_table(regs.astype(str)), ""]
@@ -534,7 +613,8 @@ DEFAULT_THRESHOLDS = ["latency_ms_p50:5%", "metric:-0.5"]
 
 def compare_run_dirs(run_dir: Path, baseline_dirs: Path | Sequence[Path], *,
                      thresholds: list[str], force: bool = False,
-                     max_load: float = MAX_LOAD) -> Comparison:
+                     max_load: float = MAX_LOAD, run_noise: float | None = None
+                     ) -> Comparison:
     """Compare a run directory with one or more baseline run directories, pairing metric
     tests on the stored predictions of the run and the first baseline."""
     from harness.store import RECORDS, load_records
@@ -548,4 +628,5 @@ def compare_run_dirs(run_dir: Path, baseline_dirs: Path | Sequence[Path], *,
                    and first[r.key].status == "ok"
                    if (p := _load_predictions(r, first[r.key], *roots)) is not None}
     return compare_runs(new, *bases, thresholds=thresholds or DEFAULT_THRESHOLDS,
-                        force=force, predictions=predictions, max_load=max_load)
+                        force=force, predictions=predictions, max_load=max_load,
+                        run_noise=run_noise)

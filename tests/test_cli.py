@@ -49,6 +49,8 @@ def test_compare_exit_codes(tmp_path: Path) -> None:
     assert flagged.count("int8-static") == 2 and "int8-dynamic" not in flagged
     res = cli("compare", str(slow), "--baseline", str(base), "--baseline", str(same))
     assert res.returncode == 1 and "2 baseline runs" in res.stdout
+    res = cli("compare", str(slow), "--baseline", str(base), "--run-noise", "20")
+    assert res.returncode == 0 and "latency_ms_p50 20.0% (given)" in res.stdout
     res = cli("compare", str(slow), "--baseline", str(base), "--threshold", "latency:5")
     assert res.returncode == 2 and res.stderr.startswith("error: ")
 

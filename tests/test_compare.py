@@ -3,9 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import false_discovery_control, mannwhitneyu
+from scipy.stats import false_discovery_control, mannwhitneyu, ttest_ind
+from scipy.stats import t as student_t
 
-from harness.compare import compare_runs, paired_bootstrap, parse_threshold
+from harness.compare import (
+    RUN_NOISE,
+    RunNoise,
+    compare_runs,
+    estimate_run_noise,
+    paired_bootstrap,
+    parse_threshold,
+    welch_ratio,
+)
 from harness.errors import ConfigError, HarnessError
 from harness.records import Record, split_rounds
 
@@ -317,3 +326,74 @@ def test_a_slower_baseline_is_flagged_against_several_steady_baseline_runs() -> 
     assert "**One baseline run:**" not in cmp.to_markdown()
     base = next(c.latency["latency_ms_p50"] for c in one.cells if c.key[2] == "baseline")
     assert not base.tested and base.note.startswith("one baseline run")
+
+
+def test_run_noise_widens_the_welch_test_as_computed_by_hand() -> None:
+    """Welch on the logs with the run noise added to each side's variance of the mean:
+    once for the new run, 1/k times for the pooled mean of k baseline runs."""
+    new, base = [1.10, 1.12, 1.08, 1.11, 1.09], [1.00, 1.02, 0.99, 1.01, 0.98]
+    plain = welch_ratio(new, [base])
+    a, b = np.log(new), np.log(base)
+    assert plain.p == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
+    va, vb = a.var(ddof=1) / 5, b.var(ddof=1) / 5
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    for k in (1, 2):  # the same five baseline rounds, as one run or split into two
+        se = np.sqrt(va + vb + 0.03 ** 2 * (1 + 1 / k))
+        got = welch_ratio(new, [base[:3], base[3:]] if k == 2 else [base], 0.03)
+        assert got.p == pytest.approx(2 * student_t.sf((a.mean() - b.mean()) / se, df))
+        assert got.run_noise == 0.03 and got.p > plain.p
+        half = student_t.ppf(0.975, df) * se
+        assert np.log(got.high) - np.log(got.low) == pytest.approx(2 * half)
+
+
+def many_variants(offsets: dict[str, float], seed: int, round_sd: float = 0.01) -> list[Record]:
+    """One group (baseline + variants) timed in the same 5 rounds; each variant is 0.5 of
+    the baseline times exp(its offset): a run-level move beside the baseline."""
+    rng = np.random.default_rng(seed)
+    levels = np.exp(rng.normal(0, round_sd, 5))
+    out = []
+    for variant, offset in {"baseline": None, **offsets}.items():
+        factor = 1.0 if offset is None else 0.5 * float(np.exp(offset))
+        flat = [float(lv * factor * (10 + x)) for lv in levels for x in rng.gamma(2, 0.05, 40)]
+        out.append(rec(flat, sizes=[40] * 5, variant=variant))
+    return out
+
+
+def aa_runs(n_runs: int, sd: float, n_variants: int = 30, seed: int = 0) -> list[list[Record]]:
+    """Runs of the same code whose variants move beside their baseline by N(0, sd) a run."""
+    rng = np.random.default_rng(seed)
+    return [many_variants({f"v{i}": float(rng.normal(0, sd)) for i in range(n_variants)},
+                          seed=seed * 100 + r) for r in range(n_runs)]
+
+
+@pytest.mark.parametrize("sd", [0.0, 0.03])
+def test_run_noise_is_estimated_from_several_baseline_runs(sd: float) -> None:
+    runs = aa_runs(3, sd, seed=int(sd * 100) + 1)
+    found = estimate_run_noise([{r.key: r for r in run} for run in runs], 50)
+    assert found is not None and "3 baseline runs (90 cell pairs)" in found.source
+    assert found.sd == pytest.approx(sd, abs=0.008)
+    assert estimate_run_noise([{r.key: r for r in runs[0]}], 50) is None  # no pair of runs
+
+
+def test_single_baseline_uses_the_default_run_noise_and_several_their_own() -> None:
+    runs = aa_runs(3, 0.03, seed=4)
+    one = compare_runs(runs[0], runs[1], thresholds=THRESHOLDS)
+    assert one.run_noise["latency_ms_p50"].sd == RUN_NOISE
+    assert f"latency_ms_p50 {RUN_NOISE:.1%} (default" in one.to_markdown()
+    several = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS)
+    assert several.run_noise["latency_ms_p50"].sd == pytest.approx(0.03, abs=0.01)
+    assert "estimated from 2 baseline runs" in several.to_markdown()
+    given = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS, run_noise=0.05)
+    assert given.run_noise["latency_ms_p50"] == RunNoise(0.05, "given")
+    test = next(c.latency["latency_ms_p50"] for c in given.cells if c.key[2] == "v0")
+    assert test.basis == "vs baseline" and test.run_noise == 0.05
+
+
+def test_a_run_level_move_beside_the_baseline_is_not_a_regression_when_allowed_for() -> None:
+    """A variant 8% slower beside its baseline in one run only, with tight rounds: the
+    rounds alone call it a regression; allowing for 3% run noise (measured from A/A runs
+    of this machine) does not. A 25% slowdown is flagged either way."""
+    new = many_variants({"v": 0.08, "w": float(np.log(1.25))}, seed=11)
+    base = many_variants({"v": 0.0, "w": 0.0}, seed=12)
+    assert _flagged(compare_runs(new, base, thresholds=THRESHOLDS, run_noise=0.0)) == {"v", "w"}
+    assert _flagged(compare_runs(new, base, thresholds=THRESHOLDS, run_noise=0.03)) == {"w"}
