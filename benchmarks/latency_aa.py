@@ -12,7 +12,8 @@
    last A/A run: which cells are flagged (target: every `test-slowdown` cell at f = 0.10, no
    other cell), and the size of the slowdown as measured within the slow run's own rounds.
 3. the between-run noise of variants beside their baseline estimated from all A/A runs
-   (`harness compare --run-noise` takes it; the default was measured this way).
+   (`harness compare --run-noise` takes it; the default was measured this way), and the
+   last run compared with all the others, as the nightly workflow compares (target: exit 0).
 
 The suite's `test-slowdown` method is the plugin in benchmarks/slowdown_plugin (put on
 PYTHONPATH here). Any suite works for step 1 (e.g. suites/quick.yaml, with --slowdowns '').
@@ -168,6 +169,11 @@ def main() -> None:
         warm += [first, last]
     if len(warm) > 2:
         print(f"run noise over all {len(warm)} A/A runs: {run_noise(*warm)}")
+        code, rows = compare(warm[-1], *warm[:-1])  # as the nightly compares: several nights
+        print(f"A/A {warm[-1].name} against the {len(warm) - 1} runs before it: "
+              f"compare exit {code}")
+        for row in rows:
+            print(f"  false alarm: {row}")
     for fraction in [float(f) for f in args.slowdowns.split(",") if f.strip()]:
         sensitivity(args.suite, args.results_dir, last, fraction, tag)
 
