@@ -7,22 +7,23 @@ the ratio new / baseline with a 95% interval between rounds and runs. The machin
 between runs by more than the effects compared (5-15% for a whole group on the development VM,
 docs/timing.md), and every variant of a group moves with it: so a variant is tested on its
 latency *relative to its group's baseline in the same rounds* (the per-round ratio its speedup
-is made of), where that shift cancels; what is left of the machine's between-run movement
-in that ratio (a group's rounds share one stretch of time, so one run's rounds cannot show
-it) enters the test as a run-level variance: estimated from the baseline runs when there
-are several, else the RUN_NOISE measured on the development VM (or --run-noise). A baseline cell has nothing beside it to cancel the
-shift: it is tested on its absolute latency only against several baseline runs (whose spread
-shows how far the machine moves between runs; one run's rounds cannot) and while the fixed
-reference workload timed at each round boundary moved by at most PROBE_TOLERANCE between the
-runs, and is untested otherwise (a variant whose baseline is missing gets the absolute test
-under the reference's gate alone). p-values across all cells are adjusted with Benjamini-Hochberg (false discovery
-rate 5%); a regression is a change both significant and beyond its threshold. With several
-baseline runs, the spread between them is a noise floor: a change smaller than it is not a
-regression.
-Metric: delta in points, tested once per (model, task, variant) on per-example predictions when both runs have them with the
-same tests as the leaderboard (harness.significance: exact McNemar where the metric is accuracy,
-a paired permutation test otherwise; regression deltas also get a paired-bootstrap interval);
-otherwise reported unpaired.
+is made of), where that shift cancels; what is left of the machine's between-run movement in
+that ratio (a group's rounds share one stretch of time, so one run's rounds cannot show it)
+enters the test as a run-level variance: estimated from the baseline runs when there are
+several, else the RUN_NOISE measured on the development VM (or --run-noise). A baseline cell
+has nothing beside it to cancel the shift: it is tested on its absolute latency only against
+several baseline runs (whose spread shows how far the machine moves between runs; one run's
+rounds cannot) and while the fixed reference workload timed at each round boundary moved by at
+most PROBE_TOLERANCE between the runs, and is untested otherwise (a variant whose baseline is
+missing gets the absolute test under the reference's gate alone). p-values across all cells are
+adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is a change both
+significant and beyond its threshold. With several baseline runs, the spread between them is a
+noise floor: a change smaller than it is not a regression.
+
+Metric: delta in points, tested once per (model, task, variant) on per-example predictions when
+both runs have them with the same tests as the leaderboard (harness.significance: exact McNemar
+where the metric is accuracy, a paired permutation test otherwise; regression deltas also get a
+paired-bootstrap interval); otherwise reported unpaired.
 """
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ def welch_ratio(new: Sequence[float], base_runs: Sequence[Sequence[float]],
         p = 1.0 if diff == 0 else 0.0
         return LatencyTest(math.exp(diff), math.exp(diff), math.exp(diff), p, len(a), len(b),
                            floor)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb else math.inf
+    df = ((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb
+          else math.inf)  # Welch-Satterthwaite
     p = float(2 * stats.t.sf(abs(diff) / se, df))
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
     return LatencyTest(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p,
