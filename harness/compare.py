@@ -320,8 +320,8 @@ class Comparison:
 
     @property
     def untested(self) -> list[tuple[tuple, str]]:
-        """(cell, threshold) where the change could not be tested (no predictions, or fewer
-        than two rounds)."""
+        """(cell, threshold) where a change beyond the threshold could not be tested (the
+        reasons: `why_untested`)."""
         return [(self._key(c, t), t.text) for c, t in self._untested()]
 
     def _untested(self) -> list[tuple[CellComparison, Threshold]]:
@@ -370,8 +370,8 @@ def probe_move(new: Record, bases: list[Record]) -> float | None:
 
 
 def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float,
-             anchors: tuple[Record, list[Record]] | None = None,
-             noise: dict[str, RunNoise] | None = None) -> dict[str, LatencyTest]:
+             anchors: tuple[Record, list[Record]] | None, noise: dict[str, RunNoise]
+             ) -> dict[str, LatencyTest]:
     """Round-level tests of one cell; `anchors` = (new run's, baseline runs') group baseline
     records, for a variant: then its latency relative to them is tested, allowing for the
     field's between-run `noise`."""
@@ -385,8 +385,7 @@ def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: 
             rel = [relative_values(new, anchors[0], stat)] + [
                 relative_values(b, a, stat) for b, a in zip(bases, anchors[1], strict=True)]
         if rel is not None and all(r is not None for r in rel):
-            sd = noise[f].sd if noise and f in noise else 0.0
-            tests[f] = replace(welch_ratio(rel[0], rel[1:], sd), basis="vs baseline")
+            tests[f] = replace(welch_ratio(rel[0], rel[1:], noise[f].sd), basis="vs baseline")
         else:
             tests[f] = welch_ratio(round_values(new, stat),
                                    [round_values(b, stat) for b in bases])
