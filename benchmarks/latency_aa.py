@@ -13,7 +13,13 @@
    other cell), and the size of the slowdown as measured within the slow run's own rounds.
 3. the between-run noise of variants beside their baseline estimated from all A/A runs
    (`harness compare --run-noise` takes it; the default was measured this way), and the
-   last run compared with all the others, as the nightly workflow compares (target: exit 0).
+   last run compared with all the others, as the nightly workflow compares (target: exit 0);
+4. calibration: every A/A run compared with all the others (leave one out) and with its pair
+   alone; the shares of variant p-values below 0.05 and 0.01 should be about 5% and 1% (more:
+   the test allows too little noise and false alarms follow; fewer: it is conservative and
+   loses power), and how many of those comparisons flagged a regression.
+
+`--stored TAG` skips the runs and analyses the stored A/A runs `TAG-aa*` of --results-dir.
 
 The suite's `test-slowdown` method is the plugin in benchmarks/slowdown_plugin (put on
 PYTHONPATH here). Any suite works for step 1 (e.g. suites/quick.yaml, with --slowdowns '').
@@ -128,6 +134,38 @@ def aa(first: Path, second: Path) -> None:
         print(f"  false alarm: {row}")
 
 
+def variant_pvalues(new: list, bases: list[list]) -> tuple[list[float], bool]:
+    """p-values of the variant cells' p50 tests (vs baseline) and whether any was flagged."""
+    from harness.compare import compare_runs
+
+    cmp = compare_runs(new, *bases, thresholds=[THRESHOLD])
+    tests = [c.latency["latency_ms_p50"] for c in cmp.cells if "latency_ms_p50" in c.latency]
+    return ([t.p for t in tests if t.tested and t.basis == "vs baseline"],
+            bool(cmp.regressions))
+
+
+def calibration(runs: list[Path]) -> None:
+    """Leave-one-out and pairwise A/A comparisons: are the variant p-values uniform?"""
+    from harness.store import RECORDS, load_records
+
+    loaded = [load_records(d / RECORDS) for d in runs]
+    pairs = [(i, i ^ 1) for i in range(len(runs) - len(runs) % 2)]
+    for name, plan in (("against its pair", [(i, [j]) for i, j in pairs]),
+                       ("against all the others", [(i, [j for j in range(len(runs)) if j != i])
+                                                   for i in range(len(runs))])):
+        ps, flagged = [], 0
+        for i, others in plan:
+            p, hit = variant_pvalues(loaded[i], [loaded[j] for j in others])
+            ps += p
+            flagged += hit
+        arr = np.array(ps)
+        if len(arr):
+            print(f"calibration, each A/A run {name}: {len(arr)} variant tests, "
+                  f"p < 0.05: {(arr < 0.05).mean():.1%} (expect 5%), "
+                  f"p < 0.01: {(arr < 0.01).mean():.1%} (expect 1%); "
+                  f"{flagged} of {len(plan)} comparisons flagged a regression")
+
+
 def sensitivity(suite: Path, results: Path, reference: Path, fraction: float, tag: str
                 ) -> None:
     slow = run(suite, results, f"{tag}-slow{fraction:g}", fraction)
@@ -156,8 +194,13 @@ def main() -> None:
                         help="run ids start with it (a rerun on the same results dir)")
     parser.add_argument("--max-load", default="0.5",
                         help="passed to harness compare (1 tests even heavily loaded cells)")
+    parser.add_argument("--stored", metavar="TAG",
+                        help="only analyse the stored A/A runs TAG-aa* (no new runs)")
     args = parser.parse_args()
     MAX_LOAD[1] = args.max_load
+    if args.stored:
+        calibration(sorted((args.results_dir / "runs").glob(f"{args.stored}-aa*")))
+        return
     print(f"machine: {os.cpu_count()} CPUs; suite {args.suite}", flush=True)
     tag = args.tag
     last = run(args.suite, args.results_dir, f"{tag}-fill")  # builds and caches everything
@@ -174,6 +217,7 @@ def main() -> None:
               f"compare exit {code}")
         for row in rows:
             print(f"  false alarm: {row}")
+        calibration(warm)
     for fraction in [float(f) for f in args.slowdowns.split(",") if f.strip()]:
         sensitivity(args.suite, args.results_dir, last, fraction, tag)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import false_discovery_control, mannwhitneyu, ttest_ind
+from scipy.stats import false_discovery_control, kstest, mannwhitneyu, ttest_ind
 from scipy.stats import t as student_t
 
 from harness.compare import (
@@ -397,3 +397,26 @@ def test_a_run_level_move_beside_the_baseline_is_not_a_regression_when_allowed_f
     base = many_variants({"v": 0.0, "w": 0.0}, seed=12)
     assert _flagged(compare_runs(new, base, thresholds=THRESHOLDS, run_noise=0.0)) == {"v", "w"}
     assert _flagged(compare_runs(new, base, thresholds=THRESHOLDS, run_noise=0.03)) == {"w"}
+
+
+def test_aa_variant_pvalues_are_calibrated_when_run_noise_is_estimated() -> None:
+    """Each of six A/A runs (variants move beside their baseline by N(0, 3%) a run, tighter
+    rounds) against the five others, as benchmarks/latency_aa.py checks the real ones: the
+    variant p-values are about uniform. Without the run-noise term nearly all would be
+    below 0.05; with twice the noise nearly none below 0.2."""
+    runs = aa_runs(6, 0.03, seed=7)
+
+    def pvalues(**kw: object) -> np.ndarray:
+        ps = []
+        for i, run in enumerate(runs):
+            cmp = compare_runs(run, *(r for j, r in enumerate(runs) if j != i),
+                               thresholds=THRESHOLDS, **kw)
+            ps += [c.latency["latency_ms_p50"].p for c in cmp.cells if c.key[2] != "baseline"]
+        return np.array(ps)
+
+    p = pvalues()
+    assert len(p) == 180
+    assert (p < 0.05).mean() <= 0.12 and 0.1 <= (p < 0.2).mean() <= 0.32
+    assert kstest(p, "uniform").pvalue > 0.01
+    assert (pvalues(run_noise=0.0) < 0.05).mean() > 0.5
+    assert (pvalues(run_noise=0.06) < 0.2).mean() < 0.1
