@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import ConfigError
+from harness.tasks.augment import UNLABELLED
 
 
 @dataclass
@@ -32,9 +33,15 @@ class KDLoss:
 
     @staticmethod
     def hard(s_logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+        """Mean over the batch; an example without a gold label (harness.tasks.augment: added
+        for distillation) adds nothing, so its loss is the soft (and cosine) part alone."""
         if regression:
-            return F.mse_loss(s_logits.squeeze(-1), labels.float())
-        return F.cross_entropy(s_logits, labels.long())
+            keep = ~torch.isnan(labels)
+            err = F.mse_loss(s_logits.squeeze(-1)[keep], labels[keep].float(), reduction="sum")
+        else:
+            err = F.cross_entropy(s_logits, labels.long(), ignore_index=UNLABELLED,
+                                  reduction="sum")
+        return err / len(labels)
 
     @staticmethod
     def cosine(s_hidden: torch.Tensor, t_hidden: torch.Tensor,

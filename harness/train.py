@@ -16,7 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.encode import token_lists
+from harness.errors import ConfigError
 from harness.nn import KDLoss
+from harness.tasks.augment import Augment, augment
 
 if TYPE_CHECKING:
     from harness.schema import FinetuneSpec
@@ -36,13 +38,22 @@ class TrainLog:
     """What a training run did: optimizer steps, losses, wall time."""
 
     steps: int
-    examples: int
+    examples: int  # trained on, added (unlabelled) examples included
     epochs: float
     final_loss: float  # mean over the last logging window
     mean_loss: float
     seconds: float
     loss_curve: list[float] = field(default_factory=list)  # mean loss per logging window
     precision: str = "fp32"  # 'bf16' when the forward ran under bf16 autocast
+    added: int = 0  # unlabelled examples added for distillation (harness.tasks.augment)
+
+    @property
+    def added_note(self) -> str:
+        """A method note's words on the unlabelled examples added, if any."""
+        if not self.added:
+            return ""
+        return (f" on {self.examples} examples ({self.added} added, unlabelled: perturbed "
+                "copies and mismatched pairs labelled by the teacher)")
 
 
 def _collate(features: Features, idx: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -172,6 +183,7 @@ def finetune(
     on_step: Callable[[int, int], None] | None = None,
     desc: str = "fine-tune",
     log_every: int = 50,
+    more: Augment | None = None,
 ) -> TrainLog:
     """Train `model` in place for spec.epochs (may be fractional) and leave it in eval mode.
 
@@ -181,8 +193,14 @@ def finetune(
     `spec.max_train_samples` is honoured here (a seeded subset; idempotent if the caller already
     took one). With a teacher the loss is `kd` (default `KDLoss()`) against the teacher's outputs.
     `on_step(step, total)` runs before each optimizer step (step counts from 0), e.g. for pruning.
+    `more` adds unlabelled inputs to that subset for the teacher to label (harness.tasks.augment).
     """
     data = data.take(spec.max_train_samples, spec.seed)
+    n_labelled = len(data)
+    if more is not None and more.adds:
+        if teacher is None:
+            raise ConfigError(f"{desc}: added unlabelled examples need a teacher to label them")
+        data = augment(data, more, spec.seed)
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed % 2**32)
     steps_per_epoch = math.ceil(len(data) / spec.batch_size)
@@ -236,7 +254,7 @@ def finetune(
     model.eval()
     seconds = time.perf_counter() - start
     return TrainLog(total, len(data), spec.epochs, curve[-1], float(np.mean(losses)), seconds,
-                    curve, precision)
+                    curve, precision, len(data) - n_labelled)
 
 
 def _kd_loss(model: torch.nn.Module, teacher: torch.nn.Module, kd: KDLoss,

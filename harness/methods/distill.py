@@ -62,10 +62,11 @@ class Distill:
         epochs = ctx.finetune.epochs if p.epochs is None else p.epochs
         spec = ctx.finetune.model_copy(update={"epochs": epochs})
         result = finetune(student, ctx.tokenizer, ctx.train_data(), spec, ctx.task,
-                          teacher=teacher, kd=kd, desc="distill")
+                          teacher=teacher, kd=kd, desc="distill", more=p.augment)
         ctx.notes.append(
             f"distill: T={p.temperature} alpha soft/hard/cos={kd.alpha_soft}/{kd.alpha_hard}/"
-            f"{kd.alpha_cos}, {result.steps} steps ({epochs} epochs), final loss {result.final_loss:.4f}")
+            f"{kd.alpha_cos}, {result.steps} steps ({epochs} epochs){result.added_note}, final "
+            f"loss {result.final_loss:.4f}")
         return student
 
     def _student(self, model: torch.nn.Module, teacher: torch.nn.Module,

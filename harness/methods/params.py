@@ -7,11 +7,30 @@ from typing import Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from harness.methods.base import MethodParams
+from harness.tasks.augment import Augment
 
 DYNAMIC_OP_TYPES = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization", "Conv", "LSTM",
                     "Transpose")
 
-class DistillParams(MethodParams):
+class KDDataParams(MethodParams):
+    """Unlabelled inputs added to the train set for a distillation loss, which the teacher
+    labels (harness.tasks.augment): perturbed copies of the train set, and mismatched pairs
+    per train example (pair tasks; none for single-sentence tasks)."""
+
+    augment_copies: int = Field(0, ge=0, le=10)
+    augment_mismatched: float = Field(0.0, ge=0, le=10)
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(self.augment_copies, self.augment_mismatched)
+
+    def _needs_teacher(self, distill: bool) -> None:
+        if self.augment.adds and not distill:
+            raise ValueError("augment_copies and augment_mismatched add unlabelled examples "
+                             "that only a teacher labels: set distill: true")
+
+
+class DistillParams(KDDataParams):
     student: str | None = None  # a suite model whose fine-tuned baseline starts the student
     layers: list[int] | None = None  # teacher layers copied into the student (default every other)
     temperature: float = Field(2.0, gt=0)
@@ -35,7 +54,7 @@ class DistillParams(MethodParams):
         return self
 
 
-class UnstructuredParams(MethodParams):
+class UnstructuredParams(KDDataParams):
     sparsity: float = Field(0.8, gt=0, lt=1)
     schedule: Literal["cubic", "oneshot"] = "cubic"
     epochs: float | None = Field(None, ge=0)  # recovery fine-tune; None: finetune.epochs
@@ -47,16 +66,22 @@ class UnstructuredParams(MethodParams):
     def _order(self) -> UnstructuredParams:
         if self.end_fraction < self.begin_fraction:
             raise ValueError("end_fraction must be >= begin_fraction")
+        self._needs_teacher(self.distill)
         return self
 
 
-class StructuredParams(MethodParams):
+class StructuredParams(KDDataParams):
     heads_fraction: float = Field(0.5, ge=0, lt=1)  # of all heads, removed globally
     neurons_fraction: float = Field(0.5, ge=0, lt=1)  # of each layer's FFN neurons
     importance: Literal["gradient", "magnitude"] = "gradient"
     importance_samples: int = Field(256, gt=0)
     epochs: float | None = Field(None, ge=0)  # recovery fine-tune; None: finetune.epochs
     distill: bool = True
+
+    @model_validator(mode="after")
+    def _teacher(self) -> StructuredParams:
+        self._needs_teacher(self.distill)
+        return self
 
 
 class Int8DynamicParams(MethodParams):

@@ -45,21 +45,24 @@ def cubic_sparsity(step: int, begin: int, end: int, final: float, initial: float
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def _recovery(ctx: MethodContext, model: torch.nn.Module, epochs: float | None, use_kd: bool,
-              desc: str, on_step: Callable[[int, int], None] | None = None) -> str:
-    """Recovery fine-tune on the task's train data, optionally distilled from ctx.teacher."""
-    epochs = ctx.finetune.epochs if epochs is None else epochs
+def _recovery(ctx: MethodContext, model: torch.nn.Module,
+              p: UnstructuredParams | StructuredParams, desc: str,
+              on_step: Callable[[int, int], None] | None = None) -> str:
+    """Recovery fine-tune on the task's train data, optionally distilled from ctx.teacher
+    (then on the train data with p's added unlabelled inputs, if any)."""
+    epochs = ctx.finetune.epochs if p.epochs is None else p.epochs
     if epochs == 0:
         return "no recovery fine-tune"
-    teacher = ctx.teacher if use_kd else None
+    teacher = ctx.teacher if p.distill else None
     spec = ctx.finetune.model_copy(update={"epochs": epochs})
     kd = KDLoss() if teacher is not None else None
     result = finetune(model, ctx.tokenizer, ctx.train_data(), spec, ctx.task, teacher=teacher,
-                      kd=kd, on_step=on_step, desc=desc)
+                      kd=kd, on_step=on_step, desc=desc,
+                      more=p.augment if teacher is not None else None)
     how = "with KD from the baseline" if teacher is not None else "without KD"
-    if use_kd and teacher is None:
-        how += " (no teacher available)"
-    return f"recovery fine-tune {result.steps} steps ({epochs} epochs) {how}"
+    if p.distill and teacher is None:
+        how += " (no teacher available" + (", so no added inputs)" if p.augment.adds else ")")
+    return f"recovery fine-tune {result.steps} steps ({epochs} epochs) {how}{result.added_note}"
 
 
 def _own(model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
@@ -100,7 +103,7 @@ class PruneUnstructured:
             if step >= begin and ((step - begin) % every == 0 or step >= end):
                 prune_to(weights, cubic_sparsity(step, begin, end, p.sparsity))
 
-        how = _recovery(ctx, model, p.epochs, p.distill, "prune-unstructured", on_step)
+        how = _recovery(ctx, model, p, "prune-unstructured", on_step)
         prune_to(weights, p.sparsity)  # the schedule ends at s_f; make sure it is reached
         for module, name in weights:
             prune.remove(module, name)
@@ -245,7 +248,7 @@ class PruneStructured:
         heads, neurons = importance(model, ctx, p.importance, p.importance_samples)
         remove_heads(model, head_plan(heads, p.heads_fraction))
         kept = shrink_ffn(model, neurons, p.neurons_fraction)
-        how = _recovery(ctx, model, p.epochs, p.distill, "prune-structured")
+        how = _recovery(ctx, model, p, "prune-structured")
         layers = encoder_layers(model)
         per_layer = [blk.attention.self.num_attention_heads for blk in layers]
         total = sum(x.numel() for x in model.parameters())
