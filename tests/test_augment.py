@@ -36,7 +36,7 @@ def test_augment_appends_unlabelled_copies_and_mismatched_pairs() -> None:
     assert out.text_a[:6] == data.text_a and out.text_b[:6] == data.text_b  # originals first
     assert np.array_equal(out.labels[:6], data.labels)
     assert (out.labels[6:] == UNLABELLED).all() and out.labels.dtype == np.int64
-    for i in range(6, 18):  # a perturbed copy keeps words of its original, in about its order
+    for i in range(6, 18):  # a perturbed copy keeps only words of its original
         original = data.text_a[(i - 6) % 6].split()
         assert set(out.text_a[i].split()) <= set(original) and out.text_a[i]
     for a, b in zip(out.text_a[18:], out.text_b[18:]):  # mismatched: a first sentence beside

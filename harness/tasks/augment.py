@@ -48,21 +48,18 @@ def perturb(text: str, rng: random.Random) -> str:
 def augment(data: TaskData, more: Augment, seed: int) -> TaskData:
     """`data`, then `more.copies` perturbed copies of it, then round(more.mismatched *
     len(data)) mismatched pairs (pair tasks only), every added example unlabelled; seeded."""
-    copies, mismatched = more.copies, more.mismatched
     rng = random.Random(seed)
     n = len(data)
     a, b = list(data.text_a), None if data.text_b is None else list(data.text_b)
-    for _ in range(copies):
+    for _ in range(more.copies):
         a += [perturb(t, rng) for t in data.text_a]
-        if b is not None and data.text_b is not None:
-            b += [perturb(t, rng) for t in data.text_b]
-    added = copies * n
-    if b is not None and data.text_b is not None and n > 1:
-        for _ in range(round(mismatched * n)):
+        if b is not None:
+            b += [perturb(t, rng) for t in b[:n]]
+    if b is not None and n > 1:
+        for _ in range(round(more.mismatched * n)):
             i, j = rng.randrange(n), rng.randrange(n)
-            a.append(data.text_a[i])
-            b.append(data.text_b[j] if rng.random() < 0.5 else data.text_a[j])
-            added += 1
+            a.append(a[i])
+            b.append(b[j] if rng.random() < 0.5 else a[j])
     fill = np.nan if data.labels.dtype.kind == "f" else UNLABELLED
-    labels = np.concatenate([data.labels, np.full(added, fill, dtype=data.labels.dtype)])
+    labels = np.concatenate([data.labels, np.full(len(a) - n, fill, dtype=data.labels.dtype)])
     return TaskData(data.task, data.split, a, b, labels)
