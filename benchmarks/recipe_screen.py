@@ -1,0 +1,383 @@
+"""Training recipes over many seeds: which lever moves a dev score by more than the seed does?
+
+    python benchmarks/recipe_screen.py run OUT [--device cuda] [--workers 10] [--seeds 42-49]
+        [--data-dir ../shared/glue] [--packed DIR]
+    python benchmarks/recipe_screen.py report OUT/results.jsonl
+    python benchmarks/recipe_screen.py pack DIR [--data-dir ../shared/glue]
+
+`run` trains with the harness's own code (harness.train.finetune, the registered `distill`
+method, harness.nn.KDLoss, harness.tasks.augment) and the quick suite's recipe (3 epochs,
+lr 1e-4, 10 % warm-up, batch 32, mean pooling, length-grouped batches, bf16 autocast where
+native), one job per (recipe, seed), and appends one JSON line per job to OUT/results.jsonl.
+The recipes are the sixth session's screen (docs/baselines.md):
+  * fine-tuning alone, and after an intermediate task (STILTs: the encoder first fine-tuned on
+    STS-B, or MRPC for RTE, then a fresh head on the target task), minilm-l3 and minilm-l6 on
+    MRPC and RTE;
+  * `distill` of minilm-l6 MRPC (3 of 6 layers) from its seed-42 baseline with added inputs:
+    2 perturbed copies + 0.8 mismatched pairs per example for half an epoch, 4 + 1.0 for half
+    an epoch, 4 + 1.0 for one epoch;
+  * minilm-l3 MRPC trained on minilm-l6's soft targets (30 % gold labels, 2 copies + 0.8
+    mismatched), from the pretrained encoder or after STS-B, with either minilm-l6 teacher.
+Seed-major order: a run cut short still has every recipe on its first seeds.
+
+`report` prints per recipe the mean, sd and range over seeds and, per comparison, the paired
+difference by seed with a paired t-test (the unit that varies is the trained model, so the
+test is over seeds, not dev examples).
+
+`pack` writes both packaged models small enough for a machine reached through a size-limited
+copy (the development GPU machine takes 64 MiB): fp16 weights and only the word-embedding
+rows that MRPC, RTE and STS-B (with their added inputs) look up; `run --packed DIR` restores
+fp32 files with zero rows elsewhere. Rows never looked up change no output; the fp16 rounding
+moves the encoder's last hidden states by at most 0.025 (mean magnitude 0.2) on MRPC dev, so
+a packed run screens recipes, it does not reproduce a suite's figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import multiprocessing as mp
+import shutil
+import statistics
+import tarfile
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+MODELS = {"l6": "minilm-l6", "l3": "minilm-l3"}
+TASK_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B"}
+TEACHER = "l6-mrpc-None-42"  # minilm-l6 MRPC fine-tuned alone with seed 42
+STILTS_TEACHER = "l6-mrpc-stsb-42"
+
+
+def jobs(seeds: list[int]) -> list[dict[str, Any]]:
+    """The screen, seed-major; the two teachers first."""
+    first = seeds[0]
+    out: list[dict[str, Any]] = [
+        {"kind": "ft", "model": "l6", "task": "mrpc", "inter": i, "seed": first,
+         "save": f"l6-mrpc-{i}-{first}"} for i in (None, "stsb")]
+    fts = [("l3", "mrpc", [None, "stsb"]), ("l6", "mrpc", [None, "stsb"]),
+           ("l6", "rte", [None, "stsb", "mrpc"]), ("l3", "rte", [None, "stsb"])]
+    teacher, stilts = f"l6-mrpc-None-{first}", f"l6-mrpc-stsb-{first}"
+    for s in seeds:
+        out += [{"kind": "ft", "model": m, "task": t, "inter": i, "seed": s}
+                for m, t, inters in fts for i in inters
+                if not (s == first and (m, t) == ("l6", "mrpc"))]
+        out += [{"kind": "distill", "model": "l6", "task": "mrpc", "teacher": teacher, "seed": s,
+                 "copies": c, "mism": mm, "epochs": ep}
+                for c, mm, ep in [(2, 0.8, 0.5), (4, 1.0, 0.5), (4, 1.0, 1.0)]]
+        out += [{"kind": "kd", "model": "l3", "teacher_model": "l6", "task": "mrpc",
+                 "teacher": tch, "inter": i, "seed": s, "copies": 2, "mism": 0.8, "hard": 0.3}
+                for tch, i in [(teacher, None), (teacher, "stsb"), (stilts, "stsb")]]
+    return out
+
+
+class Screen:
+    """One worker's view: where models, data and teachers are, and on which device."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.out, self.device = Path(args.out), args.device
+        self.data_dir, self.packed = Path(args.data_dir), args.packed
+        self.teachers = self.out / "teachers"
+
+    def spec(self, **kw: Any) -> Any:
+        from harness.schema import FinetuneSpec
+
+        base = dict(epochs=3, lr=1e-4, warmup_ratio=0.1, batch_size=32, max_seq_len=128,
+                    precision="auto", pooling="mean", group_by_length=True)
+        return FinetuneSpec(**{**base, **kw})
+
+    def data(self, task: str, split: str) -> Any:
+        from harness.tasks import load_split
+
+        return load_split(task, split, data_dir=self.data_dir)
+
+    def fresh(self, model: str, num_labels: int, seed: int) -> tuple[Any, Any]:
+        from harness.models import load_model
+
+        name = str(Path(self.packed) / "models" / model) if self.packed else MODELS[model]
+        m, tok = load_model(name, num_labels, cache_dir=self.out / "cache", seed=seed,
+                            pooling="mean")
+        return m.to(self.device), tok
+
+    def score(self, model: Any, tok: Any, task: str) -> dict[str, float]:
+        import numpy as np
+        import torch
+        from scipy.stats import pearsonr
+        from sklearn.metrics import f1_score
+
+        from harness.train import predict
+
+        d = self.data(task, "dev")
+        with torch.no_grad():
+            logits = np.asarray(predict(model, tok, d, 128))
+        y = np.array(d.labels)
+        if task == "stsb":
+            return {"pearson": round(float(pearsonr(logits.reshape(len(y), -1)[:, 0], y)[0]) * 100, 2)}
+        pred = logits.argmax(-1)
+        out = {"acc": round(float((pred == y).mean()) * 100, 2)}
+        if task == "mrpc":
+            out["f1"] = round(float(f1_score(y, pred)) * 100, 2)
+        return out
+
+    def encoder_after(self, model: str, inter: str | None, seed: int) -> tuple[Any, dict]:
+        """The encoder's weights after fine-tuning on `inter` (None: not trained), and its score."""
+        if inter is None:
+            return None, {}
+        from harness.tasks.spec import get_task
+        from harness.train import finetune
+
+        task = get_task(inter)
+        m, tok = self.fresh(model, task.num_labels, seed)
+        finetune(m, tok, self.data(inter, "train"), self.spec(seed=seed), task)
+        return m.bert.state_dict(), {"inter_score": self.score(m, tok, inter)}
+
+    def teacher(self, j: dict) -> tuple[Any, Any]:
+        import torch
+
+        from harness.tasks.spec import get_task
+
+        path = self.teachers / f"{j['teacher']}.pt"
+        for _ in range(900):  # the teacher is an earlier job of the same run
+            if path.exists():
+                break
+            time.sleep(1)
+        m, tok = self.fresh(j.get("teacher_model", j["model"]), get_task(j["task"]).num_labels, 0)
+        m.load_state_dict(torch.load(path, map_location=self.device))
+        if not hasattr(m.config, "pruned_heads"):  # transformers 5 dropped it; distill reads it
+            m.config.pruned_heads = {}
+        return m.eval(), tok
+
+    def ft(self, j: dict) -> dict:
+        import torch
+
+        from harness.tasks.spec import get_task
+        from harness.train import finetune
+
+        task = get_task(j["task"])
+        enc, extra = self.encoder_after(j["model"], j["inter"], j["seed"])
+        m, tok = self.fresh(j["model"], task.num_labels, j["seed"])
+        if enc is not None:
+            m.bert.load_state_dict(enc)
+        log = finetune(m, tok, self.data(j["task"], "train"), self.spec(seed=j["seed"]), task)
+        if j.get("save"):
+            self.teachers.mkdir(parents=True, exist_ok=True)
+            tmp = self.teachers / f"{j['save']}.tmp"
+            torch.save(m.state_dict(), tmp)
+            tmp.rename(tmp.with_suffix(".pt"))
+        return {**self.score(m, tok, j["task"]), **extra, "precision": log.precision}
+
+    def distill(self, j: dict) -> dict:
+        from harness.methods import METHODS, MethodContext
+        from harness.methods.params import DistillParams
+        from harness.tasks.spec import get_task
+
+        task = get_task(j["task"])
+        teacher, tok = self.teacher(j)
+        train = self.data(j["task"], "train")
+        ctx = MethodContext(task, self.spec(seed=j["seed"]), self.out, tok,
+                            load_train=lambda: train, teacher=teacher)
+        params = DistillParams(epochs=j["epochs"], augment_copies=j["copies"],
+                               augment_mismatched=j["mism"])
+        student = METHODS.get("distill").factory(params).apply(teacher, ctx)
+        return {**self.score(student, tok, j["task"]),
+                "teacher_score": self.score(teacher, tok, j["task"])}
+
+    def kd(self, j: dict) -> dict:
+        from harness.nn import KDLoss
+        from harness.tasks.augment import Augment
+        from harness.tasks.spec import get_task
+        from harness.train import finetune
+
+        task = get_task(j["task"])
+        teacher, tok = self.teacher(j)
+        enc, extra = self.encoder_after(j["model"], j["inter"], j["seed"])
+        m, _ = self.fresh(j["model"], task.num_labels, j["seed"])
+        if enc is not None:
+            m.bert.load_state_dict(enc)
+        finetune(m, tok, self.data(j["task"], "train"), self.spec(seed=j["seed"]), task,
+                 teacher=teacher, kd=KDLoss(alpha_soft=1 - j["hard"], alpha_hard=j["hard"]),
+                 more=Augment(j["copies"], j["mism"]))
+        return {**self.score(m, tok, j["task"]), **extra,
+                "teacher_score": self.score(teacher, tok, j["task"])}
+
+
+def _work(item: tuple[argparse.Namespace, dict]) -> None:
+    import torch
+
+    args, j = item
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    try:
+        res = getattr(Screen(args), j["kind"])(j)
+    except Exception:  # one failed job is recorded and the others go on
+        res = {"error": traceback.format_exc()[-800:]}
+    line = json.dumps({**j, **res, "s": round(time.time() - start, 1)})
+    with open(Path(args.out) / "results.jsonl", "a") as f:
+        f.write(line + "\n")
+    print(line, flush=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.packed:
+        unpack(Path(args.packed))
+        args.data_dir = str(Path(args.packed) / "glue")
+    lo, _, hi = args.seeds.partition("-")
+    todo = jobs(list(range(int(lo), int(hi or lo) + 1)))
+    print(f"{len(todo)} jobs on {args.device}, {args.workers} workers", flush=True)
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        for _ in pool.imap_unordered(_work, [(args, j) for j in todo]):
+            pass
+
+
+def _key(r: dict) -> tuple:
+    if r["kind"] == "ft":
+        return ("ft", r["model"], r["task"], r["inter"])
+    if r["kind"] == "distill":
+        return ("distill", r["copies"], r["mism"], r["epochs"])
+    return ("kd", r["inter"], r["teacher"].rsplit("-", 1)[0])
+
+
+def report(path: Path) -> None:
+    from scipy.stats import false_discovery_control, ttest_rel
+
+    by: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if "error" in r:
+            print("failed:", _key(r), r["seed"], r["error"].splitlines()[-1])
+            continue
+        by[_key(r)][r["seed"]] = r["acc"]
+    for key, v in sorted(by.items(), key=str):
+        xs = list(v.values())
+        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+        print(f"{key}: n={len(xs)} mean {statistics.mean(xs):.2f} sd {sd:.2f} "
+              f"range {min(xs):.2f}-{max(xs):.2f}")
+    pairs = [(("distill", 4, 1.0, 0.5), ("distill", 2, 0.8, 0.5)),
+             (("distill", 4, 1.0, 1.0), ("distill", 2, 0.8, 0.5)),
+             (("distill", 4, 1.0, 1.0), ("distill", 4, 1.0, 0.5))]
+    pairs += [(("ft", m, t, "stsb"), ("ft", m, t, None))
+              for m, t in [("l3", "mrpc"), ("l6", "mrpc"), ("l6", "rte"), ("l3", "rte")]]
+    pairs += [(("ft", "l6", "rte", "mrpc"), ("ft", "l6", "rte", None))]
+    pairs += [(("kd", i, t), ("ft", "l3", "mrpc", None))
+              for i, t in [(None, "l6-mrpc-None"), ("stsb", "l6-mrpc-None"), ("stsb", "l6-mrpc-stsb")]]
+    rows = []
+    for a, b in pairs:
+        seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+        if len(seeds) > 2:
+            d = [by[a][s] - by[b][s] for s in seeds]
+            p = ttest_rel([by[a][s] for s in seeds], [by[b][s] for s in seeds]).pvalue
+            rows.append((a, b, d, p))
+    qs = false_discovery_control([r[3] for r in rows]) if rows else []
+    for (a, b, d, p), q in zip(rows, qs):  # q: Benjamini-Hochberg over these comparisons
+        print(f"{a} - {b}: n={len(d)} mean {statistics.mean(d):+.2f} "
+              f"(sd {statistics.stdev(d):.2f}, paired t p={p:.2g}, q={q:.2g})")
+
+
+def pack(args: argparse.Namespace) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from harness.models import load_model
+    from harness.tasks import load_split
+    from harness.tasks.augment import Augment, augment
+
+    out, data_dir = Path(args.dir), Path(args.data_dir)
+    tok = load_model("minilm-l6", 2, cache_dir=Path(args.cache_dir))[1]
+    load_model("minilm-l3", 2, cache_dir=Path(args.cache_dir))  # converts it once
+    used = {tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id,
+            tok.mask_token_id}
+    for task in TASK_DIRS:
+        for split in ("train", "dev"):
+            d = load_split(task, split, data_dir=data_dir)
+            for x in [d] + ([augment(d, Augment(4, 1.0), s) for s in range(3)]
+                            if split == "train" else []):
+                pairs = list(x.text_b) if x.text_b is not None else None
+                for ids in tok(list(x.text_a), pairs, truncation=True, max_length=128)["input_ids"]:
+                    used.update(ids)
+            dst = out / "glue" / TASK_DIRS[task]
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy(data_dir / TASK_DIRS[task] / f"{split}.tsv", dst / f"{split}.tsv")
+    ids = torch.tensor(sorted(used), dtype=torch.int64)
+    for short, name in MODELS.items():
+        src = _catalogue_dir(name, Path(args.cache_dir))
+        dst = out / "models" / short
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.suffix in (".json", ".txt") and f.name != "artifact.json":
+                shutil.copy(f, dst / f.name)
+        sd = load_file(str(src / "model.safetensors"))
+        key = next(k for k in sd if k.endswith("word_embeddings.weight"))
+        packed = {k: v.half().contiguous() for k, v in sd.items() if k != key}
+        packed["__rows__"], packed["__ids__"] = sd[key][ids].half().contiguous(), ids
+        raw = dst / "packed.safetensors"
+        save_file(packed, str(raw), metadata={"emb_key": key, "vocab": str(sd[key].shape[0])})
+        raw.with_suffix(".safetensors.xz").write_bytes(lzma.compress(raw.read_bytes()))
+        raw.unlink()
+    print(f"{len(ids)} embedding rows kept; {out}")
+
+
+def _catalogue_dir(name: str, cache_dir: Path) -> Path:
+    """The packaged model's folder (minilm-l3: its conversion, made by load_model)."""
+    from harness.models.catalogue import l6_model_dir
+    from harness.models.minilm_l3 import converted_dir
+
+    return l6_model_dir() if name == "minilm-l6" else converted_dir(cache_dir)
+
+
+def unpack(packed: Path) -> None:
+    """Restore fp32 model.safetensors beside each packed file (once)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    for xz in sorted(packed.glob("models/*/packed.safetensors.xz")):
+        target = xz.parent / "model.safetensors"
+        if target.exists():
+            continue
+        raw = xz.with_suffix("")
+        raw.write_bytes(lzma.decompress(xz.read_bytes()))
+        with safe_open(str(raw), "pt") as f:
+            meta = f.metadata()
+        sd = load_file(str(raw))
+        raw.unlink()
+        ids, rows = sd.pop("__ids__"), sd.pop("__rows__")
+        emb = torch.zeros(int(meta["vocab"]), rows.shape[1])
+        emb[ids] = rows.float()
+        save_file({**{k: v.float() for k, v in sd.items()}, meta["emb_key"]: emb}, str(target))
+    if (packed / "glue.tar.xz").exists() and not (packed / "glue").exists():
+        with tarfile.open(packed / "glue.tar.xz") as t:
+            t.extractall(packed, filter="data")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("out")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--workers", type=int, default=1)
+    r.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    r.add_argument("--seeds", default="42-49")
+    r.add_argument("--data-dir", default="../shared/glue")
+    r.add_argument("--packed", help="a folder written by `pack`")
+    p = sub.add_parser("pack")
+    p.add_argument("dir")
+    p.add_argument("--data-dir", default="../shared/glue")
+    p.add_argument("--cache-dir", default="results/cache")
+    s = sub.add_parser("report")
+    s.add_argument("results", type=Path)
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args)
+    elif args.cmd == "pack":
+        pack(args)
+    else:
+        report(args.results)
+
+
+if __name__ == "__main__":
+    main()
