@@ -80,13 +80,15 @@ class Screen:
     def __init__(self, args: argparse.Namespace) -> None:
         self.out, self.device = Path(args.out), args.device
         self.data_dir, self.packed = Path(args.data_dir), args.packed
+        self.max_train = args.max_train_samples
         self.teachers = self.out / "teachers"
 
     def spec(self, **kw: Any) -> Any:
         from harness.schema import FinetuneSpec
 
         base = dict(epochs=3, lr=1e-4, warmup_ratio=0.1, batch_size=32, max_seq_len=128,
-                    precision="auto", pooling="mean", group_by_length=True)
+                    precision="auto", pooling="mean", group_by_length=True,
+                    max_train_samples=self.max_train)
         return FinetuneSpec(**{**base, **kw})
 
     def data(self, task: str, split: str) -> Any:
@@ -364,6 +366,7 @@ def main() -> None:
     r.add_argument("--seeds", default="42-49")
     r.add_argument("--data-dir", default="../shared/glue")
     r.add_argument("--packed", help="a folder written by `pack`")
+    r.add_argument("--max-train-samples", type=int, help="a smoke check, not a screen")
     p = sub.add_parser("pack")
     p.add_argument("dir")
     p.add_argument("--data-dir", default="../shared/glue")

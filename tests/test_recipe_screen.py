@@ -1,0 +1,65 @@
+"""benchmarks/recipe_screen.py: its job order, its paired report and its packed weights."""
+from __future__ import annotations
+
+import json
+import lzma
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import recipe_screen as screen  # noqa: E402
+
+
+def test_jobs_are_seed_major_and_every_teacher_is_trained_before_it_is_used() -> None:
+    todo = screen.jobs([42, 43])
+    saved = [j["save"] for j in todo[:2]]
+    assert saved == ["l6-mrpc-None-42", "l6-mrpc-stsb-42"]
+    assert all(j.get("teacher") in saved for j in todo if j["kind"] != "ft")
+    seeds = [j["seed"] for j in todo]
+    assert seeds == sorted(seeds)  # a run cut short has every recipe on its first seeds
+    per_seed = {s: sum(j["seed"] == s for j in todo) for s in (42, 43)}
+    assert per_seed == {42: 15, 43: 15}  # 9 fine-tunes, 3 distillations, 3 KD students
+
+
+def test_report_pairs_by_seed_and_adjusts_for_the_comparisons(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    rows = []
+    for seed, (plain, stilts) in zip((42, 43, 44), [(70.0, 72.0), (68.0, 71.0), (69.0, 70.0)]):
+        rows.append({"kind": "ft", "model": "l3", "task": "mrpc", "inter": None, "seed": seed,
+                     "acc": plain})
+        rows.append({"kind": "ft", "model": "l3", "task": "mrpc", "inter": "stsb", "seed": seed,
+                     "acc": stilts})
+    rows.append({"kind": "ft", "model": "l6", "task": "rte", "inter": None, "seed": 42,
+                 "error": "Traceback\nRuntimeError: out of memory"})
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    screen.report(path)
+    out = capsys.readouterr().out
+    assert "('ft', 'l3', 'mrpc', None): n=3 mean 69.00 sd 1.00 range 68.00-70.00" in out
+    # differences 2, 3, 1: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.46 on 2 df: p = 0.074;
+    # one comparison, so q = p
+    assert "n=3 mean +2.00 (sd 1.00, paired t p=0.074, q=0.074)" in out
+    assert "failed: ('ft', 'l6', 'rte', None) 42 RuntimeError: out of memory" in out
+
+
+def test_unpack_restores_the_kept_rows_and_zeros_elsewhere(tmp_path: Path) -> None:
+    emb = torch.randn(10, 4)
+    ids = torch.tensor([0, 3, 7])
+    packed = {"dense.weight": torch.randn(4, 4).half(), "__rows__": emb[ids].half(),
+              "__ids__": ids}
+    folder = tmp_path / "models" / "l6"
+    folder.mkdir(parents=True)
+    raw = folder / "packed.safetensors"
+    save_file(packed, str(raw), metadata={"emb_key": "emb.weight", "vocab": "10"})
+    raw.with_suffix(".safetensors.xz").write_bytes(lzma.compress(raw.read_bytes()))
+    raw.unlink()
+    screen.unpack(tmp_path)
+    sd = load_file(str(folder / "model.safetensors"))
+    assert sd["emb.weight"].dtype == torch.float32 and sd["emb.weight"].shape == (10, 4)
+    assert torch.equal(sd["emb.weight"][ids], emb[ids].half().float())
+    assert not sd["emb.weight"][[1, 2, 4, 5, 6, 8, 9]].any()
+    assert torch.equal(sd["dense.weight"], packed["dense.weight"].float())
