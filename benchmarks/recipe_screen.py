@@ -39,7 +39,6 @@ import lzma
 import multiprocessing as mp
 import shutil
 import statistics
-import tarfile
 import time
 import traceback
 from collections import defaultdict
@@ -48,8 +47,6 @@ from typing import Any
 
 MODELS = {"l6": "minilm-l6", "l3": "minilm-l3"}
 TASK_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B"}
-TEACHER = "l6-mrpc-None-42"  # minilm-l6 MRPC fine-tuned alone with seed 42
-STILTS_TEACHER = "l6-mrpc-stsb-42"
 
 
 def jobs(seeds: list[int]) -> list[dict[str, Any]]:
@@ -124,17 +121,23 @@ class Screen:
             out["f1"] = round(float(f1_score(y, pred)) * 100, 2)
         return out
 
-    def encoder_after(self, model: str, inter: str | None, seed: int) -> tuple[Any, dict]:
-        """The encoder's weights after fine-tuning on `inter` (None: not trained), and its score."""
-        if inter is None:
-            return None, {}
+    def start(self, model: str, num_labels: int, inter: str | None,
+              seed: int) -> tuple[Any, Any, dict]:
+        """A fresh model with a new head; with `inter`, its encoder first fine-tuned on that
+        task (STILTs), whose dev score comes back too."""
         from harness.tasks.spec import get_task
         from harness.train import finetune
 
-        task = get_task(inter)
-        m, tok = self.fresh(model, task.num_labels, seed)
-        finetune(m, tok, self.data(inter, "train"), self.spec(seed=seed), task)
-        return m.bert.state_dict(), {"inter_score": self.score(m, tok, inter)}
+        extra, enc = {}, None
+        if inter is not None:
+            task = get_task(inter)
+            m, tok = self.fresh(model, task.num_labels, seed)
+            finetune(m, tok, self.data(inter, "train"), self.spec(seed=seed), task)
+            extra, enc = {"inter_score": self.score(m, tok, inter)}, m.bert.state_dict()
+        m, tok = self.fresh(model, num_labels, seed)
+        if enc is not None:
+            m.bert.load_state_dict(enc)
+        return m, tok, extra
 
     def teacher(self, j: dict) -> tuple[Any, Any]:
         import torch
@@ -159,10 +162,7 @@ class Screen:
         from harness.train import finetune
 
         task = get_task(j["task"])
-        enc, extra = self.encoder_after(j["model"], j["inter"], j["seed"])
-        m, tok = self.fresh(j["model"], task.num_labels, j["seed"])
-        if enc is not None:
-            m.bert.load_state_dict(enc)
+        m, tok, extra = self.start(j["model"], task.num_labels, j["inter"], j["seed"])
         log = finetune(m, tok, self.data(j["task"], "train"), self.spec(seed=j["seed"]), task)
         if j.get("save"):
             self.teachers.mkdir(parents=True, exist_ok=True)
@@ -195,10 +195,7 @@ class Screen:
 
         task = get_task(j["task"])
         teacher, tok = self.teacher(j)
-        enc, extra = self.encoder_after(j["model"], j["inter"], j["seed"])
-        m, _ = self.fresh(j["model"], task.num_labels, j["seed"])
-        if enc is not None:
-            m.bert.load_state_dict(enc)
+        m, _, extra = self.start(j["model"], task.num_labels, j["inter"], j["seed"])
         finetune(m, tok, self.data(j["task"], "train"), self.spec(seed=j["seed"]), task,
                  teacher=teacher, kd=KDLoss(alpha_soft=1 - j["hard"], alpha_hard=j["hard"]),
                  more=Augment(j["copies"], j["mism"]))
@@ -283,7 +280,7 @@ def pack(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from harness.models import load_model
+    from harness.models import catalogue_dir, load_model
     from harness.tasks import load_split
     from harness.tasks.augment import Augment, augment
 
@@ -305,7 +302,7 @@ def pack(args: argparse.Namespace) -> None:
             shutil.copy(data_dir / TASK_DIRS[task] / f"{split}.tsv", dst / f"{split}.tsv")
     ids = torch.tensor(sorted(used), dtype=torch.int64)
     for short, name in MODELS.items():
-        src = _catalogue_dir(name, Path(args.cache_dir))
+        src = catalogue_dir(name, Path(args.cache_dir))
         dst = out / "models" / short
         dst.mkdir(parents=True, exist_ok=True)
         for f in src.iterdir():
@@ -320,14 +317,6 @@ def pack(args: argparse.Namespace) -> None:
         raw.with_suffix(".safetensors.xz").write_bytes(lzma.compress(raw.read_bytes()))
         raw.unlink()
     print(f"{len(ids)} embedding rows kept; {out}")
-
-
-def _catalogue_dir(name: str, cache_dir: Path) -> Path:
-    """The packaged model's folder (minilm-l3: its conversion, made by load_model)."""
-    from harness.models.catalogue import l6_model_dir
-    from harness.models.minilm_l3 import converted_dir
-
-    return l6_model_dir() if name == "minilm-l6" else converted_dir(cache_dir)
 
 
 def unpack(packed: Path) -> None:
@@ -350,9 +339,6 @@ def unpack(packed: Path) -> None:
         emb = torch.zeros(int(meta["vocab"]), rows.shape[1])
         emb[ids] = rows.float()
         save_file({**{k: v.float() for k, v in sd.items()}, meta["emb_key"]: emb}, str(target))
-    if (packed / "glue.tar.xz").exists() and not (packed / "glue").exists():
-        with tarfile.open(packed / "glue.tar.xz") as t:
-            t.extractall(packed, filter="data")
 
 
 def main() -> None:

@@ -107,7 +107,7 @@ def _load(name: str, num_labels: int, cache_dir: Path,
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     if name in CATALOGUE:
-        path = _catalogue_dir(name, cache_dir)
+        path = catalogue_dir(name, cache_dir)
         _seed(seed)
         return _load_local(name, path, num_labels, strict=True)
     path = Path(name).expanduser()
@@ -141,7 +141,9 @@ def model_fingerprint(name: str) -> str:
     return f"hub:{name}@{HUB_REVISION}"
 
 
-def _catalogue_dir(key: str, cache_dir: Path) -> Path:
+def catalogue_dir(key: str, cache_dir: Path) -> Path:
+    """The folder a catalogue model loads from (minilm-l3: its conversion in `cache_dir`,
+    made by the first load_model)."""
     if key == "minilm-l6":
         return l6_model_dir()
     from harness.models.minilm_l3 import converted_dir
