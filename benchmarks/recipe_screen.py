@@ -22,7 +22,9 @@ Seed-major order: a run cut short still has every recipe on its first seeds.
 
 `report` prints per recipe the mean, sd and range over seeds and, per comparison, the paired
 difference by seed with a paired t-test (the unit that varies is the trained model, so the
-test is over seeds, not dev examples).
+test is over seeds, not dev examples) and Benjamini-Hochberg q over the comparisons; then the
+same test A/A: each recipe's later half of seeds against its earlier half (nothing should be
+flagged; the sixth session's screen: 15 such comparisons, one p < 0.05, none at q < 0.05).
 
 `pack` writes both packaged models small enough for a machine reached through a size-limited
 copy (the development GPU machine takes 64 MiB): fp16 weights and only the word-embedding
@@ -241,8 +243,6 @@ def _key(r: dict) -> tuple:
 
 
 def report(path: Path) -> None:
-    from scipy.stats import false_discovery_control, ttest_rel
-
     by: dict[tuple, dict[int, float]] = defaultdict(dict)
     for line in path.read_text().splitlines():
         r = json.loads(line)
@@ -266,13 +266,29 @@ def report(path: Path) -> None:
     rows = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
-        if len(seeds) > 2:
-            d = [by[a][s] - by[b][s] for s in seeds]
-            p = ttest_rel([by[a][s] for s in seeds], [by[b][s] for s in seeds]).pvalue
-            rows.append((a, b, d, p))
-    qs = false_discovery_control([r[3] for r in rows]) if rows else []
-    for (a, b, d, p), q in zip(rows, qs):  # q: Benjamini-Hochberg over these comparisons
-        print(f"{a} - {b}: n={len(d)} mean {statistics.mean(d):+.2f} "
+        rows.append((f"{a} - {b}", [by[a][s] for s in seeds], [by[b][s] for s in seeds]))
+    _paired(rows)
+    print("A/A: each recipe's later seeds against its earlier ones, paired in order "
+          "(no difference expected):")
+    halves = []
+    for key, v in sorted(by.items(), key=str):
+        seeds = sorted(v)
+        h = len(seeds) // 2
+        halves.append((f"{key} A/A", [v[s] for s in seeds[h:2 * h]], [v[s] for s in seeds[:h]]))
+    _paired(halves)
+
+
+def _paired(rows: list[tuple[str, list[float], list[float]]]) -> None:
+    """Per comparison: mean paired difference, paired t-test over seeds, and Benjamini-Hochberg
+    q over the comparisons given (those with at least three pairs)."""
+    from scipy.stats import false_discovery_control, ttest_rel
+
+    rows = [r for r in rows if len(r[1]) > 2]
+    ps = [ttest_rel(a, b).pvalue for _, a, b in rows]
+    qs = false_discovery_control(ps) if rows else []
+    for (name, a, b), p, q in zip(rows, ps, qs):
+        d = [x - y for x, y in zip(a, b)]
+        print(f"{name}: n={len(d)} mean {statistics.mean(d):+.2f} "
               f"(sd {statistics.stdev(d):.2f}, paired t p={p:.2g}, q={q:.2g})")
 
 

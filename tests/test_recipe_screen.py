@@ -46,6 +46,22 @@ def test_report_pairs_by_seed_and_adjusts_for_the_comparisons(tmp_path: Path,
     assert "failed: ('ft', 'l6', 'rte', None) 42 RuntimeError: out of memory" in out
 
 
+def test_report_checks_each_recipe_a_a_on_its_two_halves_of_seeds(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    accs = [70.0, 68.0, 69.0, 72.0, 71.0, 70.0, 99.0]  # the odd seventh seed is left out
+    rows = [{"kind": "ft", "model": "l3", "task": "rte", "inter": None, "seed": 42 + i, "acc": a}
+            for i, a in enumerate(accs)]
+    rows.append({"kind": "ft", "model": "l6", "task": "rte", "inter": None, "seed": 42,
+                 "acc": 60.0})  # one seed: no halves to compare
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    screen.report(path)
+    out = capsys.readouterr().out.split("A/A: ", 1)[1]
+    # seeds 45-47 against 42-44: differences 2, 3, 1, as in the test above
+    assert "('ft', 'l3', 'rte', None) A/A: n=3 mean +2.00 (sd 1.00, paired t p=0.074, q=0.074)" in out
+    assert "'l6'" not in out
+
+
 def test_unpack_restores_the_kept_rows_and_zeros_elsewhere(tmp_path: Path) -> None:
     emb = torch.randn(10, 4)
     ids = torch.tensor([0, 3, 7])
