@@ -33,6 +33,7 @@ def suspects(threads: int) -> dict[str, dict]:
         "default": {},
         "default-again": {},  # made last: does creation order matter?
         "no-spinning": {"spec": {"allow_spinning": False}},
+        "spin-after-run": {"spec": {"stop_spinning_after_run": False}},  # the old default
         "1-thread": {"spec": {"intra_op_threads": 1}},
         "pinned": {"config": {"session.intra_op_thread_affinities":
                               ";".join(str(i + 2) for i in range(threads - 1))}},

@@ -80,6 +80,10 @@ class TimingSpec(Strict):
     round_order: Literal["rotate", "shuffle"] = "rotate"  # shuffle: seeded with `seed`
     unstable_round_cv: float = Field(0.05, gt=0)  # spread of the per-round p50s that flags a row
     allow_spinning: bool = True  # onnxruntime's intra-op threads spin while waiting for work
+    # onnxruntime's `session.force_spinning_stop`: a session's threads stop spinning when its
+    # run returns, so they do not hold the cores while the next variant of a group runs
+    # (docs/timing.md, "Stale spinning between sessions")
+    stop_spinning_after_run: bool = True
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")

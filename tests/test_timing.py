@@ -216,12 +216,23 @@ def test_session_options_follow_spec() -> None:
     assert sess_mod.session_options(TimingSpec()).intra_op_num_threads == 0
 
 
+def test_sessions_stop_spinning_after_each_run_by_default() -> None:
+    """A group keeps every variant's session open: threads left spinning by the last
+    variant would hold the cores while the next one runs (docs/timing.md)."""
+    key = "session.force_spinning_stop"
+    assert sess_mod.session_options(TimingSpec()).get_session_config_entry(key) == "1"
+    off = sess_mod.session_options(TimingSpec(stop_spinning_after_run=False))
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        off.get_session_config_entry(key)  # ORT's default: spin on after a run
+
+
 def test_provider_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = matmul_model(tmp_path / "mm.onnx")
     cpu = sess_mod.make_session(path, "cpu", FAST)
     assert cpu.get_providers() == ["CPUExecutionProvider"]
     info = sess_mod.describe_session(cpu, "cpu", FAST)
     assert info["onnxruntime"] == ort.__version__ and info["graph_optimization"] == "all"
+    assert info["stop_spinning_after_run"] is True
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(SkipCell, match="CUDA execution provider not available"):
         sess_mod.make_session(path, "cuda", FAST)

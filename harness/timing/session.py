@@ -41,6 +41,8 @@ def session_options(spec: TimingSpec) -> ort.SessionOptions:
     spin = "1" if spec.allow_spinning else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if spec.stop_spinning_after_run:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 
@@ -97,6 +99,7 @@ def describe_session(session: ort.InferenceSession, provider: str, spec: TimingS
         "graph_optimization": spec.graph_optimization,
         "execution_mode": spec.execution_mode,
         "allow_spinning": spec.allow_spinning,
+        "stop_spinning_after_run": spec.stop_spinning_after_run,
         "onnxruntime": ort.__version__,
         "ort_device": ort.get_device(),
         "provider_options": _options(session, provider),
