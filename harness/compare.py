@@ -281,6 +281,7 @@ class Comparison:
     only_baseline: list[Key] = field(default_factory=list)
     broken: list[Key] = field(default_factory=list)  # ok in the baseline, failed now
     machine_note: str | None = None
+    settings_note: str | None = None  # timing settings that differ from a baseline run
     n_baselines: int = 1
     run_noise: dict[str, RunNoise] = field(default_factory=dict)  # per latency field
 
@@ -462,6 +463,28 @@ def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | No
     return None
 
 
+def _settings(record: Record) -> dict[str, object]:
+    """The settings a record was timed with: its `session`, less what was measured."""
+    return {k: v for k, v in (record.session or {}).items() if k not in ("measurement", "roofline")}
+
+
+def _settings_note(pairs: list[tuple[Record, Record]]) -> str | None:
+    """Which timing settings differ between the run and a baseline run, in how many cells."""
+    cells: dict[str, int] = {}
+    seen: dict[str, tuple[object, object]] = {}
+    for new, base in pairs:
+        a, b = _settings(new), _settings(base)
+        for key in sorted(a.keys() | b.keys()):
+            if a.get(key) != b.get(key):
+                cells[key] = cells.get(key, 0) + 1
+                seen.setdefault(key, (b.get(key), a.get(key)))
+    if not cells:
+        return None
+    return "timing settings differ from the baseline (" + "; ".join(
+        f"{k}: {seen[k][0]!r} there, {seen[k][1]!r} here, in {n} cells"
+        for k, n in cells.items()) + "): a latency change in those cells may be theirs"
+
+
 def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record],
                  thresholds: list[str], force: bool = False,
                  predictions: Predictions | None = None, n_boot: int = 2000,
@@ -480,6 +503,7 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     both = [k for k in new if all(k in b for b in bases)]
     ok = [k for k in both if new[k].status == "ok" and all(b[k].status == "ok" for b in bases)]
     note = _check_machines([(new[k], b[k]) for k in ok for b in bases], force)
+    settings = _settings_note([(new[k], b[k]) for k in ok for b in bases])
     fields = sorted({"latency_ms_p50"} | {t.field for t in parsed if t.field != "metric"})
     noise = {f: run_noise_for(bases, LATENCY_STATS[f], run_noise) for f in fields}
     cells, metric_done = [], set()
@@ -497,7 +521,8 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     broken = [k for k in both
               if all(b[k].status == "ok" for b in bases) and new[k].status == "failed"]
     return Comparison(cells, parsed, [k for k in new if k not in bases[0]],
-                      [k for k in bases[0] if k not in new], broken, note, len(bases), noise)
+                      [k for k in bases[0] if k not in new], broken, note, settings, len(bases),
+                      noise)
 
 
 def _anchors(key: Key, new: dict[Key, Record], bases: list[dict[Key, Record]]
@@ -554,6 +579,8 @@ def _markdown(cmp: Comparison) -> str:
              "deltas are not tested.", ""]
     if cmp.machine_note:
         lines += [f"**Warning:** {cmp.machine_note}.", ""]
+    if cmp.settings_note:
+        lines += [f"**Note:** {cmp.settings_note}.", ""]
     if cmp.n_baselines == 1:
         lines += [ONE_BASELINE_NOTE, ""]
     if cmp.run_noise:

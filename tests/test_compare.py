@@ -208,6 +208,23 @@ def test_machine_mismatch_refused_then_forced() -> None:
     assert len(cmp.cells) == 1 and "fp-new" in cmp.to_markdown()
 
 
+def test_changed_timing_settings_are_named_in_the_report() -> None:
+    """A baseline timed with other session settings (an older harness, another spinning
+    setting) is compared, and the report says which settings differ and in how many cells."""
+    timed = {"allow_spinning": True, "measurement": {"rounds": 5}}
+    old = rrec(seed=1).model_copy(update={"session": timed})
+    new = rrec(seed=2).model_copy(update={"session": timed | {"stop_spinning_after_run": True,
+                                                              "measurement": {"rounds": 6}}})
+    cmp = compare_runs([new], [old], thresholds=THRESHOLDS)
+    assert cmp.settings_note == ("timing settings differ from the baseline (stop_spinning_after_"
+                                 "run: None there, True here, in 1 cells): a latency change in "
+                                 "those cells may be theirs")
+    assert "**Note:** timing settings differ" in cmp.to_markdown()
+    same = compare_runs([old.model_copy(update={"session": timed | {"measurement": {}}})],
+                        [old], thresholds=THRESHOLDS)
+    assert same.settings_note is None and "**Note:**" not in same.to_markdown()
+
+
 def test_unmatched_and_broken_cells() -> None:
     s = samples()
     new = [rec(s, variant="a"), rec(s, variant="b", status="failed"), rec(s, variant="new")]
