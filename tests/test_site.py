@@ -95,6 +95,7 @@ def test_pages_and_links(site: Path) -> None:
     compare = site / "compare" / "night-11__vs__night-04.html"  # a week before the latest
     assert compare.exists() and (site / "compare" / "night-11__vs__night-04.md").exists()
     assert "href='compare/night-11__vs__night-04.html'" in index
+    assert "Welch intervals of the ratio between rounds and runs" in compare.read_text()
     week = index.split("id='week'")[1].split("id='changes'")[0]
     assert "int8-dynamic" in week and "slower" in week and "baseline" not in week
     assert "timing flagged unstable: do not trust" in week  # int8 in the latest run

@@ -231,8 +231,9 @@ def compare_page(weekly: Weekly) -> str:
     cells = pd.DataFrame([cell_row(c) for c in cmp.cells])
     body = [f"<p class='note'>{len(cmp.cells)} cells compared; {len(cmp.only_new)} only in "
             f"the latest run, {len(cmp.only_baseline)} only in the baseline. Thresholds: "
-            f"{_esc(', '.join(t.text for t in cmp.thresholds))}. Latency intervals are "
-            f"bootstrap 95% CIs of the ratio. {_esc(cmp.machine_note or '')}</p>",
+            f"{_esc(', '.join(t.text for t in cmp.thresholds))}. Latency intervals are 95% "
+            "Welch intervals of the ratio between rounds and runs (docs/timing.md). "
+            f"{_esc(cmp.machine_note or '')} {_esc(cmp.settings_note or '')}</p>",
             "<h2>Regressions</h2>", table([*KEY_HEADER, "threshold", "change"], regressions),
             "<h2>All cells</h2>",
             table(list(cells.columns), cells.astype(str).itertuples(index=False))]
