@@ -5,25 +5,25 @@
 
 A timing group keeps every variant's onnxruntime session open and runs them in turn. For
 each setting below, sessions of all the files are made with it; then, `--cycles` times, each
-file (in a rotating order) runs `--runs` times back to back, timed one by one. Printed per
-setting and file: the median time of the 1st, 2nd, ... run after a switch, and the median of
-the same session run alone (a second, at least 6 runs; the first not counted). A setting under which the runs after a switch are
-slower than the session alone lets one session's threads slow the next (docs/timing.md,
-"Stale spinning between sessions"); the harness discards one run per slice
-(`SLICE_WARMUP`), so only the first column may be slow.
+file (in a rotating order) runs `--runs` times back to back, timed one by one with the
+harness's own step and loop. Printed per setting and file: the median time of the 1st, 2nd,
+... run after a switch, and the median of the same session run alone (a second, at least 6
+runs; the first not counted). A setting under which the runs after a switch are slower than
+the session alone lets one session's threads slow the next (docs/timing.md, "Stale spinning
+between sessions"); the harness discards one run per slice (`SLICE_WARMUP`), so only the
+first column may be slow.
 """
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from harness.schema import TimingSpec
 from harness.timing.inputs import feed_for, random_inputs
-from harness.timing.session import session_options
+from harness.timing.loop import cpu_runner, time_until
+from harness.timing.session import make_session
 
 SETTINGS = {  # name -> TimingSpec fields changed from the harness's default
     "spin after run (onnxruntime's default)": {"stop_spinning_after_run": False},
@@ -32,33 +32,27 @@ SETTINGS = {  # name -> TimingSpec fields changed from the harness's default
 }
 
 
-def timed(session: ort.InferenceSession, feed: dict) -> float:
-    start = time.perf_counter_ns()
-    session.run(None, feed)
-    return (time.perf_counter_ns() - start) / 1e6
-
-
 def measure(paths: list[Path], spec: TimingSpec, batch: int, seq: int, cycles: int, runs: int
             ) -> dict[str, tuple[np.ndarray, float]]:
     """file name -> (median ms of run k after a switch, k = 1..runs; median ms alone)."""
-    sessions = {p.name: ort.InferenceSession(str(p), sess_options=session_options(spec),
-                                             providers=["CPUExecutionProvider"]) for p in paths}
     inputs = random_inputs(batch, seq, 0, 1000)
-    feeds = {n: feed_for(s, inputs) for n, s in sessions.items()}
-    for name, session in sessions.items():
+    steps = {}
+    for path in paths:
+        session = make_session(path, "cpu", spec)
+        steps[path.name] = cpu_runner(session, feed_for(session, inputs))
+    for step in steps.values():
         for _ in range(3):
-            timed(session, feeds[name])
-    names = list(sessions)
-    after: dict[str, list[list[float]]] = {n: [] for n in names}
+            step()
+    names = list(steps)
+    after: dict[str, list[list[int]]] = {n: [] for n in names}
     for cycle in range(cycles):
         for name in names[cycle % len(names):] + names[:cycle % len(names)]:
-            after[name].append([timed(sessions[name], feeds[name]) for _ in range(runs)])
+            after[name].append(time_until(steps[name], runs, 0.0, 3600.0)[0])
     out = {}
-    for name, session in sessions.items():
-        alone, end = [], time.perf_counter() + 1.0
-        while time.perf_counter() < end or len(alone) < 6:
-            alone.append(timed(session, feeds[name]))
-        out[name] = (np.median(np.array(after[name]), axis=0), float(np.median(alone[1:])))
+    for name, step in steps.items():
+        alone, _ = time_until(step, 6, 1.0, 3600.0)
+        out[name] = (np.median(np.array(after[name]), axis=0) / 1e6,
+                     float(np.median(alone[1:])) / 1e6)
     return out
 
 

@@ -502,8 +502,8 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     bases = [{r.key: r for r in run} for run in baseline_runs]
     both = [k for k in new if all(k in b for b in bases)]
     ok = [k for k in both if new[k].status == "ok" and all(b[k].status == "ok" for b in bases)]
-    note = _check_machines([(new[k], b[k]) for k in ok for b in bases], force)
-    settings = _settings_note([(new[k], b[k]) for k in ok for b in bases])
+    pairs = [(new[k], b[k]) for k in ok for b in bases]
+    note, settings = _check_machines(pairs, force), _settings_note(pairs)
     fields = sorted({"latency_ms_p50"} | {t.field for t in parsed if t.field != "metric"})
     noise = {f: run_noise_for(bases, LATENCY_STATS[f], run_noise) for f in fields}
     cells, metric_done = [], set()
