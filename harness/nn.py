@@ -1,8 +1,11 @@
 """Training losses and layer helpers shared by the training loop and the methods."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -72,3 +75,71 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         raise ConfigError(f"{type(model).__name__}: only BERT-style encoders (encoder.layer) "
                           "are supported by this method")
     return layers
+
+
+class NumpyDropout(torch.nn.Module):
+    """Dropout with masks drawn from a numpy generator instead of torch's.
+
+    Same semantics as `nn.Dropout(p)` (each element kept with probability 1 - p, kept ones
+    scaled by 1 / (1 - p), identity in eval mode), only faster on the CPU: torch draws its
+    masks from one mt19937 generator at about 5 ns an element, which was a fifth of a
+    MiniLM fine-tune step on two cores; numpy's PCG64 draws them several times faster.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator):
+        super().__init__()
+        self.p = float(p)
+        self.rng = rng
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = self.rng.random(x.numel(), dtype=np.float32) >= self.p
+        scale = torch.from_numpy(keep).view(x.shape).to(x.device, x.dtype) / (1.0 - self.p)
+        return x * scale
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _eager_attention_class(module: torch.nn.Module) -> type | None:
+    """BERT's eager self-attention class for an SDPA one (which draws its attention dropout
+    inside `scaled_dot_product_attention`, out of reach of a module swap), else None."""
+    from transformers.models.bert import modeling_bert as bert
+
+    sdpa = getattr(bert, "BertSdpaSelfAttention", None)
+    return bert.BertSelfAttention if sdpa is not None and type(module) is sdpa else None
+
+
+@contextlib.contextmanager
+def numpy_dropout(model: torch.nn.Module, seed: int) -> Iterator[None]:
+    """Within the block every `nn.Dropout` of `model` is a `NumpyDropout` drawing from one
+    generator seeded with `seed`, and BERT's SDPA self-attention runs its eager twin, whose
+    attention-probability dropout is such a module. Everything is put back on exit, so export
+    and prediction see the model as loaded."""
+    rng = np.random.default_rng((seed, 0xD50))  # a stream of its own, not the batch order's
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    classes: list[tuple[torch.nn.Module, type]] = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Dropout:
+                setattr(parent, name, NumpyDropout(child.p, rng).train(child.training))
+                swapped.append((parent, name, child))
+        eager = _eager_attention_class(parent)
+        if eager is not None:
+            classes.append((parent, type(parent)))
+            parent.__class__ = eager
+    base = getattr(model, "base_model", None)
+    impl = getattr(base, "attn_implementation", None)
+    if classes and impl == "sdpa":
+        base.attn_implementation = "eager"  # the extended mask eager attention expects
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            child.train(getattr(parent, name).training)
+            setattr(parent, name, child)
+        for module, cls in classes:
+            module.__class__ = cls
+        if classes and impl == "sdpa":
+            base.attn_implementation = impl

@@ -53,6 +53,9 @@ class FinetuneSpec(Strict):
     # classification head on [CLS] through BERT's pooler, on the mean of the token states, or
     # (pair) on [u, v, |u-v|, u*v] of each sentence's mean (harness.models.pooling)
     pooling: Literal["cls", "mean", "pair"] = "cls"
+    # where dropout masks come from: numpy's generator (harness.nn.NumpyDropout, several times
+    # faster on the CPU, same semantics) or torch's own (the pre-2026-11-27 numbers' stream)
+    dropout_rng: Literal["numpy", "torch"] = "numpy"
 
 
 class TimingSpec(Strict):

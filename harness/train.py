@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from harness.encode import token_lists
 from harness.errors import ConfigError
-from harness.nn import KDLoss
+from harness.nn import KDLoss, numpy_dropout
 from harness.tasks.augment import Augment, augment
 
 if TYPE_CHECKING:
@@ -95,14 +95,19 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
 
 
 def _optimizer(model: torch.nn.Module, spec: FinetuneSpec, total: int) -> tuple[Any, Any]:
-    """AdamW (no decay on biases and LayerNorm) with linear warmup then linear decay."""
+    """AdamW (no decay on biases and LayerNorm) with linear warmup then linear decay.
+
+    The fused kernel on the CPU and CUDA: one pass over the parameters instead of torch's
+    default multi-tensor steps (a MiniLM-L6 step's update 75 -> 15 ms on two cores); the
+    arithmetic is AdamW's, rounded in another order."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": spec.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=spec.lr)
+    fused = _device(model).type in ("cpu", "cuda")
+    opt = torch.optim.AdamW(groups, lr=spec.lr, fused=fused or None)
     warmup = int(spec.warmup_ratio * total)
 
     def factor(step: int) -> float:
@@ -226,35 +231,43 @@ def finetune(
     order = _batch_order(len(data), spec.batch_size, total, spec.seed, lengths)
     bar = tqdm(order, desc=desc,
                total=total, leave=False, disable=None)
-    for step, idx in enumerate(bar):
-        if on_step is not None:
-            on_step(step, total)
-        batch = {k: v.to(device) for k, v in _collate(features, idx, tokenizer.pad_token_id or 0).items()}
-        y = labels[idx].to(device)
-        with autocast(precision, device):
-            if teacher is None:
-                loss = task_loss(model(**batch).logits.float(), y, task.is_regression)
-            else:
-                loss = _kd_loss(model, teacher, kd, batch, y, task.is_regression)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1}/{total} "
-                                   f"(lr {sched.get_last_lr()[0]:.3g}); lower the learning rate")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == total:
-            window = losses[-((step % log_every) + 1):]
-            curve.append(float(np.mean(window)))
-            bar.set_postfix(loss=f"{curve[-1]:.4f}")
-            log.info("%s step %d/%d loss %.4f lr %.2e", desc, step + 1, total, curve[-1],
-                     sched.get_last_lr()[0])
+    with _dropout(model, spec):
+        for step, idx in enumerate(bar):
+            if on_step is not None:
+                on_step(step, total)
+            batch = {k: v.to(device) for k, v in _collate(features, idx, tokenizer.pad_token_id or 0).items()}
+            y = labels[idx].to(device)
+            with autocast(precision, device):
+                if teacher is None:
+                    loss = task_loss(model(**batch).logits.float(), y, task.is_regression)
+                else:
+                    loss = _kd_loss(model, teacher, kd, batch, y, task.is_regression)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1}/{total} "
+                                       f"(lr {sched.get_last_lr()[0]:.3g}); lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            if (step + 1) % log_every == 0 or step + 1 == total:
+                window = losses[-((step % log_every) + 1):]
+                curve.append(float(np.mean(window)))
+                bar.set_postfix(loss=f"{curve[-1]:.4f}")
+                log.info("%s step %d/%d loss %.4f lr %.2e", desc, step + 1, total, curve[-1],
+                         sched.get_last_lr()[0])
     model.eval()
     seconds = time.perf_counter() - start
     return TrainLog(total, len(data), spec.epochs, curve[-1], float(np.mean(losses)), seconds,
                     curve, precision, len(data) - n_labelled)
+
+
+def _dropout(model: torch.nn.Module, spec: FinetuneSpec) -> contextlib.AbstractContextManager:
+    """The model's dropout masks from numpy's generator (`spec.dropout_rng`), or torch's."""
+    if spec.dropout_rng == "numpy":
+        return numpy_dropout(model, spec.seed)
+    return contextlib.nullcontext()
 
 
 def _kd_loss(model: torch.nn.Module, teacher: torch.nn.Module, kd: KDLoss,

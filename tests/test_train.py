@@ -10,6 +10,7 @@ from conftest import make_tiny_bert
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from harness import train
+from harness.nn import NumpyDropout, numpy_dropout
 from harness.schema import FinetuneSpec
 from harness.tasks.spec import TaskData, get_task
 from harness.train import encode, finetune, predict, resolve_precision
@@ -156,3 +157,62 @@ def test_length_grouped_batches_cover_every_example_once_per_epoch():
     spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
     plain = train._batch_order(500, 10, 50, seed=1)
     assert spread < 0.5 * np.mean([np.ptp([lengths[i] for i in b]) for b in plain])
+
+
+def test_numpy_dropout_keeps_one_minus_p_scaled_and_is_seeded():
+    x = torch.ones(1000, 1000, requires_grad=True)
+    drop = NumpyDropout(0.1, np.random.default_rng(7))
+    out = drop(x)
+    zeros = float((out == 0).float().mean())
+    # 10^6 Bernoulli(0.1) draws: sd of the share 3e-4, so 0.1 +- 0.0015 is 5 sd
+    assert abs(zeros - 0.1) < 0.0015
+    assert torch.allclose(out[out != 0], torch.tensor(1 / 0.9))
+    out.sum().backward()  # the gradient is the mask times the scale
+    torch.testing.assert_close(x.grad, out.detach())
+    again = NumpyDropout(0.1, np.random.default_rng(7))(torch.ones(1000, 1000))
+    assert torch.equal(again, out.detach())
+    assert drop.eval()(x) is x and NumpyDropout(0.0, np.random.default_rng(7))(x) is x
+
+
+def test_numpy_dropout_swaps_every_dropout_and_puts_the_model_back(tiny_bert_dir):
+    from transformers.models.bert.modeling_bert import BertSdpaSelfAttention, BertSelfAttention
+
+    model, tok = _load(tiny_bert_dir)
+    assert model.base_model.attn_implementation == "sdpa"
+    originals = [m for m in model.modules() if type(m) is torch.nn.Dropout]
+    inputs = encode(tok, toy(4), 32)
+    model.eval()
+    before = model(**inputs).logits
+    model.train()
+    with numpy_dropout(model, seed=3):
+        inside = list(model.modules())
+        assert not any(type(m) is torch.nn.Dropout for m in inside)
+        assert sum(isinstance(m, NumpyDropout) for m in inside) == len(originals)
+        # SDPA draws attention dropout inside its kernel: the eager twin uses the module
+        assert {type(layer.attention.self) for layer in model.bert.encoder.layer} == {BertSelfAttention}
+        assert model.base_model.attn_implementation == "eager"
+        a, b = model(**inputs).logits, model(**inputs).logits
+        assert not torch.equal(a, b)  # dropout is on in train mode
+    assert [m for m in model.modules() if type(m) is torch.nn.Dropout] == originals
+    assert {type(layer.attention.self) for layer in model.bert.encoder.layer} == {BertSdpaSelfAttention}
+    assert model.base_model.attn_implementation == "sdpa"
+    model.eval()
+    torch.testing.assert_close(model(**inputs).logits, before)
+
+
+def test_finetune_uses_fused_adamw_and_the_dropout_rng_it_is_given(tiny_bert_dir, monkeypatch):
+    model, tok = _load(tiny_bert_dir)
+    spec = FinetuneSpec(epochs=1, lr=1e-3, batch_size=8, max_seq_len=32)
+    assert spec.dropout_rng == "numpy"
+    opt, _ = train._optimizer(model, spec, 10)
+    assert opt.defaults["fused"] is True
+    used = []
+    real = train.numpy_dropout
+    monkeypatch.setattr(train, "numpy_dropout", lambda m, seed: used.append(seed) or real(m, seed))
+    outs = {}
+    for rng in ("numpy", "torch"):
+        model, tok = _load(tiny_bert_dir)
+        finetune(model, tok, toy(), spec.model_copy(update={"dropout_rng": rng}), get_task("sst2"))
+        outs[rng] = predict(model, tok, toy(8, seed=1), 32)
+    assert used == [spec.seed]  # only the numpy run swapped the modules
+    assert not np.array_equal(outs["numpy"], outs["torch"])
