@@ -149,6 +149,24 @@ def test_time_onnx_on_openvino_makes_a_record(tiny_onnx: Path) -> None:
 
 
 @needs_openvino
+def test_openvino_int8_peak_is_its_int8_gemm_so_static_qdq_efficiency_is_at_most_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_timing import qdq_matmul
+
+    from harness.timing import roofline
+
+    monkeypatch.setitem(roofline.PEAK_SHAPE, "openvino", 512)
+    monkeypatch.setattr(roofline, "_PEAKS", {})
+    path = qdq_matmul(tmp_path / "qdq.onnx", 512, 512, 512)
+    fields = time_onnx(path, "openvino", FAST, {"A": np.ones((512, 512), np.float32)}, 1)
+    peaks = fields["session"]["roofline"]["peak_gflops"]
+    # a bare MatMulInteger ran slower than the fp32 GEMM on OpenVINO: no int8 kernel behind it
+    assert peaks["int8"] > peaks["fp32"]
+    assert fields["session"]["roofline"]["int8_flops"] == 2.0 * 512**3
+    assert 0 < fields["efficiency"] <= 1.0
+
+
+@needs_openvino
 def test_openvino_runners_are_timed_in_rounds_against_their_baseline(tiny_onnx: Path,
                                                                      tmp_path: Path) -> None:
     spec = TimingSpec(warmup=1, rounds=3, min_iterations=6, min_seconds=0.0, max_seconds=5.0,

@@ -393,6 +393,8 @@ def test_gemm_peak_and_efficiency(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fields["gflops_per_s"] == pytest.approx(100.0)
     assert fields["efficiency"] == pytest.approx((0.01 + 0.005) / 0.03)
     assert roofline.roofline_fields(count, 30.0, {"fp32": 100.0, "int8": None})["efficiency"] is None
+    # faster than the peak: the peak is understated, so no efficiency rather than one above 1
+    assert roofline.roofline_fields(count, 30.0, {"fp32": 10.0, "int8": 40.0})["efficiency"] is None
 
 
 def _count_peak_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
