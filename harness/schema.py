@@ -53,8 +53,9 @@ class FinetuneSpec(Strict):
     # classification head on [CLS] through BERT's pooler, on the mean of the token states, or
     # (pair) on [u, v, |u-v|, u*v] of each sentence's mean (harness.models.pooling)
     pooling: Literal["cls", "mean", "pair"] = "cls"
-    # where dropout masks come from: numpy's generator (harness.nn.NumpyDropout, several times
-    # faster on the CPU, same semantics) or torch's own (the pre-2026-11-27 numbers' stream)
+    # where dropout masks come from when training on the CPU: numpy's generator
+    # (harness.nn.NumpyDropout: same semantics, several times faster) or torch's own (the
+    # stream of numbers trained before 2026-11-27); on CUDA always torch's
     dropout_rng: Literal["numpy", "torch"] = "numpy"
 
 

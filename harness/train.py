@@ -264,8 +264,9 @@ def finetune(
 
 
 def _dropout(model: torch.nn.Module, spec: FinetuneSpec) -> contextlib.AbstractContextManager:
-    """The model's dropout masks from numpy's generator (`spec.dropout_rng`), or torch's."""
-    if spec.dropout_rng == "numpy":
+    """The model's dropout masks from numpy's generator (`spec.dropout_rng`) on the CPU, else
+    torch's (on CUDA torch's generator is fast and a host mask would cost a copy)."""
+    if spec.dropout_rng == "numpy" and _device(model).type == "cpu":
         return numpy_dropout(model, spec.seed)
     return contextlib.nullcontext()
 

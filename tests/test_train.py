@@ -216,3 +216,15 @@ def test_finetune_uses_fused_adamw_and_the_dropout_rng_it_is_given(tiny_bert_dir
         outs[rng] = predict(model, tok, toy(8, seed=1), 32)
     assert used == [spec.seed]  # only the numpy run swapped the modules
     assert not np.array_equal(outs["numpy"], outs["torch"])
+
+
+def test_numpy_dropout_is_for_cpu_training_only(tiny_bert_dir):
+    model, _ = _load(tiny_bert_dir)
+    spec = FinetuneSpec()
+    with train._dropout(model, spec):
+        assert any(isinstance(m, NumpyDropout) for m in model.modules())
+    on_meta = model.to("meta")  # stands for CUDA: any device but the CPU keeps torch's dropout
+    with train._dropout(on_meta, spec):
+        assert not any(isinstance(m, NumpyDropout) for m in on_meta.modules())
+    with train._dropout(model, spec.model_copy(update={"dropout_rng": "torch"})):
+        assert not any(isinstance(m, NumpyDropout) for m in model.modules())
