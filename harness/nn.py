@@ -102,13 +102,13 @@ class NumpyDropout(torch.nn.Module):
         return f"p={self.p}"
 
 
-def _eager_attention_class(module: torch.nn.Module) -> type | None:
-    """BERT's eager self-attention class for an SDPA one (which draws its attention dropout
-    inside `scaled_dot_product_attention`, out of reach of a module swap), else None."""
+def _sdpa_to_eager() -> tuple[type | None, type]:
+    """BERT's SDPA self-attention class (None if this transformers has none) and its eager
+    twin: SDPA draws its attention dropout inside `scaled_dot_product_attention`, out of
+    reach of a module swap; the eager class applies its `dropout` module."""
     from transformers.models.bert import modeling_bert as bert
 
-    sdpa = getattr(bert, "BertSdpaSelfAttention", None)
-    return bert.BertSelfAttention if sdpa is not None and type(module) is sdpa else None
+    return getattr(bert, "BertSdpaSelfAttention", None), bert.BertSelfAttention
 
 
 @contextlib.contextmanager
@@ -118,20 +118,19 @@ def numpy_dropout(model: torch.nn.Module, seed: int) -> Iterator[None]:
     attention-probability dropout is such a module. Everything is put back on exit, so export
     and prediction see the model as loaded."""
     rng = np.random.default_rng((seed, 0xD50))  # a stream of its own, not the batch order's
+    sdpa, eager = _sdpa_to_eager()
     swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
-    classes: list[tuple[torch.nn.Module, type]] = []
+    attention = [m for m in model.modules() if sdpa is not None and type(m) is sdpa]
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Dropout:
                 setattr(parent, name, NumpyDropout(child.p, rng).train(child.training))
                 swapped.append((parent, name, child))
-        eager = _eager_attention_class(parent)
-        if eager is not None:
-            classes.append((parent, type(parent)))
-            parent.__class__ = eager
+    for module in attention:
+        module.__class__ = eager
     base = getattr(model, "base_model", None)
-    impl = getattr(base, "attn_implementation", None)
-    if classes and impl == "sdpa":
+    eager_mask = bool(attention) and getattr(base, "attn_implementation", None) == "sdpa"
+    if eager_mask:
         base.attn_implementation = "eager"  # the extended mask eager attention expects
     try:
         yield
@@ -139,7 +138,7 @@ def numpy_dropout(model: torch.nn.Module, seed: int) -> Iterator[None]:
         for parent, name, child in swapped:
             child.train(getattr(parent, name).training)
             setattr(parent, name, child)
-        for module, cls in classes:
-            module.__class__ = cls
-        if classes and impl == "sdpa":
-            base.attn_implementation = impl
+        for module in attention:
+            module.__class__ = sdpa
+        if eager_mask:
+            base.attn_implementation = "sdpa"
