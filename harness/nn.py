@@ -102,6 +102,26 @@ class NumpyDropout(torch.nn.Module):
         return f"p={self.p}"
 
 
+@contextlib.contextmanager
+def dropout_rate(model: torch.nn.Module, p: float) -> Iterator[None]:
+    """Within the block every dropout of `model` drops with probability `p`: each
+    `nn.Dropout`, and the attention-probability rate that BERT's SDPA self-attention reads
+    from its `dropout_prob`. The checkpoint's rates are put back on exit."""
+    saved: list[tuple[torch.nn.Module, str, float]] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            saved.append((module, "p", module.p))
+        if isinstance(getattr(module, "dropout_prob", None), float):
+            saved.append((module, "dropout_prob", module.dropout_prob))
+    for module, attr, _ in saved:
+        setattr(module, attr, float(p))
+    try:
+        yield
+    finally:
+        for module, attr, rate in saved:
+            setattr(module, attr, rate)
+
+
 def _sdpa_to_eager() -> tuple[type | None, type]:
     """BERT's SDPA self-attention class (None if this transformers has none) and its eager
     twin: SDPA draws its attention dropout inside `scaled_dot_product_attention`, out of

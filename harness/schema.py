@@ -57,6 +57,9 @@ class FinetuneSpec(Strict):
     # (harness.nn.NumpyDropout: same semantics, several times faster) or torch's own (the
     # stream of numbers trained before 2026-11-27); on CUDA always torch's
     dropout_rng: Literal["numpy", "torch"] = "numpy"
+    # the dropout rate of every dropout while training (hidden states, attention probabilities,
+    # the head); None keeps the checkpoint's (0.1 for the packaged MiniLMs); 0 draws no masks
+    dropout: float | None = Field(None, ge=0, lt=1)
 
 
 class TimingSpec(Strict):

@@ -228,3 +228,55 @@ def test_numpy_dropout_is_for_cpu_training_only(tiny_bert_dir):
         assert not any(isinstance(m, NumpyDropout) for m in on_meta.modules())
     with train._dropout(model, spec.model_copy(update={"dropout_rng": "torch"})):
         assert not any(isinstance(m, NumpyDropout) for m in model.modules())
+
+
+def _rates(model) -> list[float]:
+    return [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] + [
+        m.dropout_prob for m in model.modules() if isinstance(getattr(m, "dropout_prob", None), float)]
+
+
+def test_dropout_rate_sets_every_dropout_and_puts_the_checkpoints_back(tiny_bert_dir):
+    from harness.nn import dropout_rate
+
+    model, tok = _load(tiny_bert_dir)
+    inputs = tok(["the cat sat", "a dog ran far away"], padding=True, return_tensors="pt")
+    before = _rates(model)
+    assert before and set(before) == {0.1}  # hidden, head and SDPA attention dropout
+    model.train()
+    with dropout_rate(model, 0.0):
+        assert set(_rates(model)) == {0.0}
+        torch.testing.assert_close(model(**inputs).logits, model(**inputs).logits)
+    assert _rates(model) == before
+    assert not torch.equal(model(**inputs).logits, model(**inputs).logits)
+    with dropout_rate(model, 0.3):
+        assert set(_rates(model)) == {0.3}
+    assert _rates(model) == before
+
+
+def test_dropout_rate_reaches_the_numpy_masks_on_the_cpu(tiny_bert_dir):
+    from transformers.models.bert.modeling_bert import BertSelfAttention
+
+    model, tok = _load(tiny_bert_dir)
+    inputs = tok(["the cat sat", "a dog ran far away"], padding=True, return_tensors="pt")
+    model.train()
+    with train._dropout(model, FinetuneSpec(dropout=0.0)):
+        assert {m.p for m in model.modules() if isinstance(m, NumpyDropout)} == {0.0}
+        # the eager twin trains faster than SDPA on the CPU, also without dropout
+        assert {type(layer.attention.self) for layer in model.bert.encoder.layer} == {BertSelfAttention}
+        torch.testing.assert_close(model(**inputs).logits, model(**inputs).logits)
+    with train._dropout(model, FinetuneSpec(dropout=0.3)):
+        assert {m.p for m in model.modules() if isinstance(m, NumpyDropout)} == {0.3}
+    assert set(_rates(model)) == {0.1}
+
+
+def test_finetune_at_another_dropout_trains_another_model_and_restores_the_rate(tiny_bert_dir):
+    spec = FinetuneSpec(epochs=1, lr=1e-3, batch_size=8, max_seq_len=32)
+    outs = {}
+    for rate in (None, 0.0):
+        model, tok = _load(tiny_bert_dir)
+        finetune(model, tok, toy(), spec.model_copy(update={"dropout": rate}), get_task("sst2"))
+        assert set(_rates(model)) == {0.1}
+        outs[rate] = predict(model, tok, toy(8, seed=1), 32)
+    assert not np.array_equal(outs[None], outs[0.0])
+    with pytest.raises(ValueError, match="dropout"):
+        FinetuneSpec(dropout=1.0)
