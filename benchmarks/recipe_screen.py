@@ -1,7 +1,7 @@
 """Training recipes over many seeds: which lever moves a dev score by more than the seed does?
 
-    python benchmarks/recipe_screen.py run OUT [--device cuda] [--workers 10] [--seeds 42-49]
-        [--data-dir ../shared/glue] [--packed DIR]
+    python benchmarks/recipe_screen.py run OUT [--screen stilts|levers|methods] [--device cuda]
+        [--workers 10] [--seeds 42-49] [--data-dir ../shared/glue] [--packed DIR]
     python benchmarks/recipe_screen.py report OUT/results.jsonl
     python benchmarks/recipe_screen.py pack DIR [--data-dir ../shared/glue]
 
@@ -18,6 +18,13 @@ The recipes are the sixth session's screen (docs/baselines.md):
     an epoch, 4 + 1.0 for one epoch;
   * minilm-l3 MRPC trained on minilm-l6's soft targets (30 % gold labels, 2 copies + 0.8
     mismatched), from the pretrained encoder or after STS-B, with either minilm-l6 teacher.
+`--screen levers` (tenth session) runs RECIPES, levers of the fine-tune itself (no dropout,
+layer-wise learning-rate decay, a faster head, two epochs, batch 16), against `base` on
+minilm-l6 MRPC and RTE and minilm-l3 MRPC; `--screen methods` runs no dropout against `base`
+for distill and both prunings of minilm-l6 MRPC (each from its own recipe's seed-42 baseline)
+and for the minilm-l3 RTE fine-tune. (The tenth session's `levers` run switched dropout off
+with a model-level switch that this script had before FinetuneSpec.dropout existed: every
+dropout module and SDPA's attention rate at 0, checked by two equal training-mode forwards.)
 Seed-major order: a run cut short still has every recipe on its first seeds.
 
 `report` prints per recipe the mean, sd and range over seeds and, per comparison, the paired
@@ -36,6 +43,7 @@ a packed run screens recipes, it does not reproduce a suite's figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import lzma
 import multiprocessing as mp
@@ -44,6 +52,7 @@ import statistics
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +60,50 @@ MODELS = {"l6": "minilm-l6", "l3": "minilm-l3"}
 TASK_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B"}
 
 
+# the tenth session's screen: levers of the fine-tune itself, each against the quick suite's
+# recipe (`base`) on the three baselines whose targets are missed; `nodrop` and `ep2` would
+# also shorten the CPU's training (no dropout masks, SDPA attention; a third fewer steps)
+RECIPES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "nodrop": {"dropout": 0.0},                      # FinetuneSpec.dropout: none while training
+    "llrd": {"lr": 2e-4, "layer_decay": 0.8},        # top layer and head 2e-4, x0.8 per layer down
+    "headlr": {"head_lr": 1e-3},                     # the new head at 10x the encoder's 1e-4
+    "ep2": {"epochs": 2, "lr": 1.5e-4},              # a third fewer steps
+    "nodrop_ep2": {"dropout": 0.0, "epochs": 2, "lr": 1.5e-4},
+    "bs16": {"batch_size": 16},                      # twice the steps of half the size
+}
+TARGETS = [("l6", "mrpc"), ("l6", "rte"), ("l3", "mrpc")]
+
+
+def levers(seeds: list[int]) -> list[dict[str, Any]]:
+    """The tenth session's screen, seed-major: every recipe on every target per seed."""
+    return [{"kind": "ft", "model": m, "task": t, "inter": None, "seed": s, "recipe": r}
+            for s in seeds for m, t in TARGETS for r in RECIPES]
+
+
+METHOD_JOBS = [("distill", {"epochs": 1, "augment_copies": 4, "augment_mismatched": 1.0}),
+               ("prune-unstructured", {"sparsity": 0.8, "epochs": 1, "distill": True}),
+               ("prune-structured", {"epochs": 1})]
+
+
+def methods(seeds: list[int]) -> list[dict[str, Any]]:
+    """`nodrop` against `base` for the quick suite's methods on minilm-l6 MRPC, each from the
+    seed-42 baseline trained with the same recipe, and for the minilm-l3 RTE fine-tune."""
+    first, arms = seeds[0], ("base", "nodrop")
+    out: list[dict[str, Any]] = [
+        {"kind": "ft", "model": "l6", "task": "mrpc", "inter": None, "seed": first, "recipe": r,
+         "save": f"l6-mrpc-{r}-{first}"} for r in arms]
+    for s in seeds:
+        out += [{"kind": "method", "method": name, "params": params, "model": "l6",
+                 "task": "mrpc", "teacher": f"l6-mrpc-{r}-{first}", "seed": s, "recipe": r}
+                for name, params in METHOD_JOBS for r in arms]
+        out += [{"kind": "ft", "model": "l3", "task": "rte", "inter": None, "seed": s,
+                 "recipe": r} for r in arms]
+    return out
+
+
 def jobs(seeds: list[int]) -> list[dict[str, Any]]:
-    """The screen, seed-major; the two teachers first."""
+    """The sixth session's screen, seed-major; the two teachers first."""
     first = seeds[0]
     out: list[dict[str, Any]] = [
         {"kind": "ft", "model": "l6", "task": "mrpc", "inter": i, "seed": first,
@@ -165,7 +216,11 @@ class Screen:
 
         task = get_task(j["task"])
         m, tok, extra = self.start(j["model"], task.num_labels, j["inter"], j["seed"])
-        log = finetune(m, tok, self.data(j["task"], "train"), self.spec(seed=j["seed"]), task)
+        lever = dict(RECIPES[j.get("recipe", "base")])
+        groups = {k: lever.pop(k) for k in ("layer_decay", "head_lr") if k in lever}
+        spec = self.spec(seed=j["seed"], **lever)
+        with _param_groups(**groups):
+            log = finetune(m, tok, self.data(j["task"], "train"), spec, task)
         if j.get("save"):
             self.teachers.mkdir(parents=True, exist_ok=True)
             tmp = self.teachers / f"{j['save']}.tmp"
@@ -189,6 +244,21 @@ class Screen:
         return {**self.score(student, tok, j["task"]),
                 "teacher_score": self.score(teacher, tok, j["task"])}
 
+    def method(self, j: dict) -> dict:
+        from harness.methods import METHODS, MethodContext
+        from harness.tasks.spec import get_task
+
+        task = get_task(j["task"])
+        teacher, tok = self.teacher(j)
+        train = self.data(j["task"], "train")
+        spec = self.spec(seed=j["seed"], **RECIPES[j["recipe"]])
+        ctx = MethodContext(task, spec, self.out / f"w{j['seed']}-{j['recipe']}-{j['method']}",
+                            tok, load_train=lambda: train, teacher=teacher)
+        entry = METHODS.get(j["method"])
+        model = entry.factory(entry.params(**j["params"])).apply(teacher, ctx)
+        return {**self.score(model, tok, j["task"]),
+                "teacher_score": self.score(teacher, tok, j["task"])}
+
     def kd(self, j: dict) -> dict:
         from harness.nn import KDLoss
         from harness.tasks.augment import Augment
@@ -203,6 +273,49 @@ class Screen:
                  more=Augment(j["copies"], j["mism"]))
         return {**self.score(m, tok, j["task"]), **extra,
                 "teacher_score": self.score(teacher, tok, j["task"])}
+
+
+@contextlib.contextmanager
+def _param_groups(layer_decay: float = 1.0, head_lr: float | None = None) -> Iterator[None]:
+    """harness.train's optimizer with a learning rate per parameter group: the head at
+    `head_lr` (default the spec's lr), encoder layer i of L at lr * layer_decay ** (L - i),
+    the embeddings at lr * layer_decay ** (L + 1); decay as the harness's (none on biases and
+    LayerNorm); the schedule scales every group's rate alike."""
+    import re
+
+    import torch
+
+    import harness.train as tr
+
+    if layer_decay == 1.0 and head_lr is None:
+        yield
+        return
+    original = tr._optimizer
+
+    def optimizer(model: Any, spec: Any, total: int) -> tuple[Any, Any]:
+        n = model.config.num_hidden_layers
+        groups: dict[tuple[float, float], list] = {}
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("bert.embeddings"):
+                lr = spec.lr * layer_decay ** (n + 1)
+            elif (hit := re.search(r"encoder\.layer\.(\d+)\.", name)):
+                lr = spec.lr * layer_decay ** (n - int(hit.group(1)))
+            else:
+                lr = head_lr if head_lr is not None else spec.lr
+            wd = 0.0 if p.ndim < 2 or "LayerNorm" in name else spec.weight_decay
+            groups.setdefault((lr, wd), []).append(p)
+        opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
+                                 for (lr, wd), ps in groups.items()], lr=spec.lr, fused=True)
+        factor = original(model, spec, total)[1].lr_lambdas[0]  # the harness's schedule
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    tr._optimizer = optimizer
+    try:
+        yield
+    finally:
+        tr._optimizer = original
 
 
 def _work(item: tuple[argparse.Namespace, dict]) -> None:
@@ -227,7 +340,8 @@ def run(args: argparse.Namespace) -> None:
         unpack(Path(args.packed))
         args.data_dir = str(Path(args.packed) / "glue")
     lo, _, hi = args.seeds.partition("-")
-    todo = jobs(list(range(int(lo), int(hi or lo) + 1)))
+    seeds = list(range(int(lo), int(hi or lo) + 1))
+    todo = {"levers": levers, "methods": methods, "stilts": jobs}[args.screen](seeds)
     print(f"{len(todo)} jobs on {args.device}, {args.workers} workers", flush=True)
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for _ in pool.imap_unordered(_work, [(args, j) for j in todo]):
@@ -235,10 +349,14 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _key(r: dict) -> tuple:
+    if r["kind"] == "ft" and "recipe" in r:
+        return ("ft", r["model"], r["task"], r["recipe"])
     if r["kind"] == "ft":
         return ("ft", r["model"], r["task"], r["inter"])
     if r["kind"] == "distill":
         return ("distill", r["copies"], r["mism"], r["epochs"])
+    if r["kind"] == "method":
+        return ("method", r["method"], r["recipe"])
     return ("kd", r["inter"], r["teacher"].rsplit("-", 1)[0])
 
 
@@ -263,6 +381,10 @@ def report(path: Path) -> None:
     pairs += [(("ft", "l6", "rte", "mrpc"), ("ft", "l6", "rte", None))]
     pairs += [(("kd", i, t), ("ft", "l3", "mrpc", None))
               for i, t in [(None, "l6-mrpc-None"), ("stsb", "l6-mrpc-None"), ("stsb", "l6-mrpc-stsb")]]
+    pairs += [(("ft", m, t, r), ("ft", m, t, "base")) for m, t in TARGETS for r in RECIPES
+              if r != "base"]
+    pairs += [(("method", name, "nodrop"), ("method", name, "base")) for name, _ in METHOD_JOBS]
+    pairs += [(("ft", "l3", "rte", "nodrop"), ("ft", "l3", "rte", "base"))]
     rows = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
@@ -369,6 +491,8 @@ def main() -> None:
     r.add_argument("--data-dir", default="../shared/glue")
     r.add_argument("--packed", help="a folder written by `pack`")
     r.add_argument("--max-train-samples", type=int, help="a smoke check, not a screen")
+    r.add_argument("--screen", choices=["stilts", "levers", "methods"], default="stilts",
+                   help="stilts: the sixth session's jobs; levers, methods: the tenth's")
     p = sub.add_parser("pack")
     p.add_argument("dir")
     p.add_argument("--data-dir", default="../shared/glue")
