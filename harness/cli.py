@@ -55,7 +55,7 @@ def run(suite: Path,
     from harness.run import run_suite
 
     summary = run_suite(suite, _results_dir(results_dir), run_id, use_cache=not no_cache,
-                        executor=executor, address=address, force=force)
+                        executor=executor, address=address, force=force, isolate=True)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     typer.echo(f"run {summary.run_dir.name}: {counts} in {summary.wall_seconds:.0f}s")
     typer.echo(f"leaderboard: {summary.run_dir / 'leaderboard.md'}")

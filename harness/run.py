@@ -40,17 +40,20 @@ class RunSummary:
 
 def run_suite(suite_path: Path, results_dir: Path, run_id: str | None = None, *,
               use_cache: bool = True, executor: str | None = None,
-              address: str | None = None, force: bool = False) -> RunSummary:
+              address: str | None = None, force: bool = False,
+              isolate: bool = False) -> RunSummary:
     """Run or resume a suite; bad input raises before anything is written.
 
     The run directory is locked while the run goes on; resuming with a suite whose content
-    changed is refused unless `force`.
+    changed is refused unless `force`. `isolate` (the CLI's default): the local executor
+    builds and times in a worker process, so a crash in native code fails one group's cells
+    and the run goes on (harness.executors.local).
     """
     run_id = new_run_id() if run_id is None else check_run_id(run_id)
     suite, pipelines = load_suite(suite_path)
     data_dir = resolve_data_dir(suite.data_dir)
     SuiteData(suite, data_dir).check()  # broken data: exit 2 before anything is written
-    chosen = make_executor(executor or suite.executor, address)
+    chosen = make_executor(executor or suite.executor, address, isolate)
     cells = plan(suite, pipelines)
     store = RunStore.open(results_dir, run_id)
     with store.locked():

@@ -36,6 +36,29 @@ class Halve:
 def halve_classifier(params: HalveParams) -> Halve:
     """Scale the classification head's weights."""
     return Halve(params)
+
+
+class CrashParams(MethodParams):
+    task: str = "rte"
+
+
+class Crash:
+    def __init__(self, params: CrashParams) -> None:
+        self.params = params
+
+    def apply(self, model, ctx):
+        import os
+        import signal
+
+        if ctx.task.name == self.params.task:  # what a crash in native code does
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return model
+
+
+@method("crash-on-task", level="torch", params=CrashParams)
+def crash_on_task(params: CrashParams) -> Crash:
+    """End the process with SIGSEGV on one task."""
+    return Crash(params)
 '''
 
 
@@ -92,3 +115,21 @@ def test_without_the_plugin_the_name_is_unknown(tmp_path: Path, tiny_glue_dir: P
     suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir, "[halve-classifier]")
     res = run_cli(tmp_path, "validate", str(suite))
     assert res.returncode == 2 and "unknown method 'halve-classifier'" in res.stderr
+
+
+def test_a_crash_in_native_code_fails_its_group_and_the_run_goes_on(
+        plugin_site: Path, tmp_path: Path, tiny_glue_dir: Path, tiny_bert_dir: Path) -> None:
+    suite = suite_file(tmp_path, tiny_glue_dir, tiny_bert_dir,
+                       "[baseline, {name: crash-on-task, task: mrpc}]")
+    suite.write_text(suite.read_text().replace("tasks: [mrpc]", "tasks: [mrpc, rte]"))
+    res = run_cli(plugin_site, "run", str(suite), "--results-dir", str(tmp_path / "r"),
+                  "--run-id", "c")
+    assert res.returncode == 1, res.stderr[-2000:]
+    from harness.store import RunStore
+
+    records = RunStore(tmp_path / "r" / "runs" / "c").records()
+    assert {(r.task, r.status) for r in records} == {("mrpc", "failed"), ("rte", "ok")}
+    died = "the worker process died with SIGSEGV (signal 11) while building or timing"
+    assert all(r.error.startswith(died) and r.stage == "worker"
+               for r in records if r.task == "mrpc")
+    assert died in (tmp_path / "r" / "runs" / "c" / "run.log").read_text()

@@ -1,4 +1,5 @@
-"""Executors run a suite's cells; the local one in-process, the Ray one on a cluster."""
+"""Executors run a suite's cells; the local one on this machine (in a worker process with
+`isolate`), the Ray one on a cluster."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -20,11 +21,13 @@ class Executor(Protocol):
         ...
 
 
-def make_executor(name: str, address: str | None = None) -> Executor:
+def make_executor(name: str, address: str | None = None, isolate: bool = False) -> Executor:
+    """`isolate`: the local executor's groups run in a worker process, so that a crash in
+    native code fails one group's cells instead of ending the run (Ray's tasks always are)."""
     if name == "local":
         from harness.executors.local import LocalExecutor
 
-        return LocalExecutor()
+        return LocalExecutor(isolate)
     if name == "ray":
         from harness.executors.ray import RayExecutor
 
