@@ -79,3 +79,42 @@ def test_unpack_restores_the_kept_rows_and_zeros_elsewhere(tmp_path: Path) -> No
     assert torch.equal(sd["emb.weight"][ids], emb[ids].half().float())
     assert not sd["emb.weight"][[1, 2, 4, 5, 6, 8, 9]].any()
     assert torch.equal(sd["dense.weight"], packed["dense.weight"].float())
+
+
+def test_the_levers_screen_runs_every_recipe_on_every_target_for_each_seed() -> None:
+    todo = screen.levers([42, 43])
+    assert len(todo) == 2 * len(screen.TARGETS) * len(screen.RECIPES)
+    assert [j["seed"] for j in todo] == sorted(j["seed"] for j in todo)
+    assert {(j["model"], j["task"], j["recipe"]) for j in todo if j["seed"] == 43} == {
+        (m, t, r) for m, t in screen.TARGETS for r in screen.RECIPES}
+
+
+def test_the_methods_screen_trains_each_arms_teacher_first() -> None:
+    todo = screen.methods([42, 43])
+    saved = [j["save"] for j in todo[:2]]
+    assert saved == ["l6-mrpc-base-42", "l6-mrpc-nodrop-42"]
+    uses = [j for j in todo if j["kind"] == "method"]
+    assert len(uses) == 2 * 2 * len(screen.METHOD_JOBS)
+    assert all(j["teacher"] == f"l6-mrpc-{j['recipe']}-42" for j in uses)
+
+
+def test_param_groups_give_each_layer_its_rate_and_put_the_optimizer_back(tiny_bert_dir) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from harness import train
+    from harness.schema import FinetuneSpec
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    n, spec, original = model.config.num_hidden_layers, FinetuneSpec(lr=1e-4), train._optimizer
+    with screen._param_groups(layer_decay=0.5, head_lr=1e-3):
+        opt, _ = train._optimizer(model, spec, 10)
+    assert train._optimizer is original
+    rate = {id(p): g["initial_lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        if name.startswith("bert.embeddings"):
+            want = 1e-4 * 0.5 ** (n + 1)
+        elif ".layer." in name:
+            want = 1e-4 * 0.5 ** (n - int(name.split(".layer.")[1].split(".")[0]))
+        else:
+            want = 1e-3
+        assert rate[id(p)] == pytest.approx(want), name
