@@ -122,10 +122,12 @@ def matmul_chain(path: Path, depth: int, n: int = 64) -> Path:
 def test_time_group_gives_paired_fields_per_variant(tmp_path: Path) -> None:
     spec = TimingSpec(warmup=1, rounds=3, min_iterations=6, min_seconds=0.0, max_seconds=5.0,
                       intra_op_threads=1)
-    paths = {"baseline": matmul_chain(tmp_path / "big.onnx", 8),
-             "small": matmul_chain(tmp_path / "small.onnx", 1)}
+    # 256-wide: each MatMul's work, not the per-call overhead, sets the time (at 64 wide a
+    # busy moment once brought the 8-to-1 ratio down to 1.14)
+    paths = {"baseline": matmul_chain(tmp_path / "big.onnx", 8, n=256),
+             "small": matmul_chain(tmp_path / "small.onnx", 1, n=256)}
     sessions = {k: make_session(p, "cpu", spec) for k, p in paths.items()}
-    feed = {"A": np.ones((16, 64), np.float32)}
+    feed = {"A": np.ones((16, 256), np.float32)}
     fields = time_group(sessions, "cpu", spec, {k: feed for k in sessions}, 16,
                         baseline="baseline")
     for name, got in fields.items():
