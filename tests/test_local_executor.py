@@ -98,3 +98,15 @@ def test_how_a_worker_ended():
     assert _how(-9) == "the worker process died with SIGKILL (signal 9)"
     assert _how(3) == "the worker process exited with code 3 before finishing"
     assert issubclass(WorkerDied, Exception)
+
+
+def test_a_worker_that_died_while_idle_fails_the_next_group_and_a_new_one_takes_over():
+    from harness.executors.local import Worker
+
+    worker = Worker(Runner())
+    worker.proc.kill()
+    worker.proc.join()
+    records = list(worker.group(CELLS[:2], set()))
+    assert {(r.status, r.stage) for r in records} == {("failed", "worker")} and len(records) == 4
+    assert records[0].error.startswith("the worker process died with SIGKILL (signal 9)")
+    worker.close()

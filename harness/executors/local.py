@@ -84,14 +84,7 @@ class Worker:
         """The group's records; if the worker dies first, the cells it had not recorded are
         recorded as failed, naming how it died."""
         sent: set[tuple] = set()
-        self.conn.send((group, done))
-        while True:
-            try:
-                kind, value = self.conn.recv()
-            except (EOFError, OSError):  # the worker's end closed: it died
-                self.proc.join()
-                yield from died(self.runner, group, done | sent, WorkerDied(_how(self.proc.exitcode)))
-                return
+        for kind, value in self._messages(group, done):
             if kind == "log":
                 logging.getLogger(value.name).handle(value)
             elif kind == "record":
@@ -101,6 +94,18 @@ class Worker:
                 raise value
             else:
                 return
+        self.proc.join()
+        yield from died(self.runner, group, done | sent, WorkerDied(_how(self.proc.exitcode)))
+
+    def _messages(self, group: list[Cell], done: set[tuple]) -> Iterator[tuple[str, Any]]:
+        """What the worker sends for the group; the iterator ends early if the worker dies
+        (while busy, or before, while idle)."""
+        try:
+            self.conn.send((group, done))
+            while True:
+                yield self.conn.recv()
+        except (EOFError, OSError):  # the worker's end of the pipe closed: it died
+            return
 
     def close(self) -> None:
         """Ask the worker to stop; interrupt it if it is still busy (the parent was
