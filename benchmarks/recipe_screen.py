@@ -294,9 +294,11 @@ def _param_groups(layer_decay: float = 1.0, head_lr: float | None = None) -> Ite
 
     def optimizer(model: Any, spec: Any, total: int) -> tuple[Any, Any]:
         n = model.config.num_hidden_layers
+        harness_opt, harness_sched = original(model, spec, total)  # its decay and schedule
+        decay = {id(p): g["weight_decay"] for g in harness_opt.param_groups for p in g["params"]}
         groups: dict[tuple[float, float], list] = {}
         for name, p in model.named_parameters():
-            if not p.requires_grad:
+            if id(p) not in decay:  # frozen
                 continue
             if name.startswith("bert.embeddings"):
                 lr = spec.lr * layer_decay ** (n + 1)
@@ -304,12 +306,10 @@ def _param_groups(layer_decay: float = 1.0, head_lr: float | None = None) -> Ite
                 lr = spec.lr * layer_decay ** (n - int(hit.group(1)))
             else:
                 lr = head_lr if head_lr is not None else spec.lr
-            wd = 0.0 if p.ndim < 2 or "LayerNorm" in name else spec.weight_decay
-            groups.setdefault((lr, wd), []).append(p)
+            groups.setdefault((lr, decay[id(p)]), []).append(p)
         opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
                                  for (lr, wd), ps in groups.items()], lr=spec.lr, fused=True)
-        factor = original(model, spec, total)[1].lr_lambdas[0]  # the harness's schedule
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, harness_sched.lr_lambdas[0])
 
     tr._optimizer = optimizer
     try:

@@ -110,6 +110,10 @@ def test_param_groups_give_each_layer_its_rate_and_put_the_optimizer_back(tiny_b
         opt, _ = train._optimizer(model, spec, 10)
     assert train._optimizer is original
     rate = {id(p): g["initial_lr"] for g in opt.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    harness_decay = {id(p): g["weight_decay"] for g in original(model, spec, 10)[0].param_groups
+                     for p in g["params"]}
+    assert decay == harness_decay  # the harness's decay rule, not a copy of it
     for name, p in model.named_parameters():
         if name.startswith("bert.embeddings"):
             want = 1e-4 * 0.5 ** (n + 1)

@@ -53,7 +53,8 @@ class LocalExecutor:
                 else:
                     worker = worker or Worker(runner)
                     yield from worker.group(group, done)
-                    if not worker.alive:
+                    if not worker.alive:  # it died: the next group gets a new one
+                        worker.close()
                         worker = None
                 elapsed = time.perf_counter() - start
                 log.info("[%d/%d] done, %.0fs elapsed, ETA %.0fs", i, len(todo), elapsed,
