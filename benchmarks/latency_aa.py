@@ -110,12 +110,17 @@ def compare(new: Path, *bases: Path) -> tuple[int, list[str]]:
 
 
 def run_noise(*runs: Path) -> str:
-    """`harness compare`'s estimate of the between-run sd beside the baseline, from `runs`."""
-    from harness.compare import estimate_run_noise
+    """`harness compare`'s estimates from `runs` of the between-run sd beside the baseline,
+    and of the baselines' absolute latency per provider (the machine noise)."""
+    from harness.compare import estimate_machine_noise, estimate_run_noise
     from harness.store import RECORDS, load_records
 
-    found = estimate_run_noise([{r.key: r for r in load_records(d / RECORDS)} for d in runs], 50)
-    return f"{found.sd:.2%} ({found.source})" if found else "too few cells to estimate"
+    loaded = [{r.key: r for r in load_records(d / RECORDS)} for d in runs]
+    found = estimate_run_noise(loaded, 50)
+    machine = estimate_machine_noise(loaded, 50)
+    return ((f"{found.sd:.2%} ({found.source})" if found else "too few cells to estimate")
+            + "; machine noise " + (", ".join(f"{p} {n.sd:.2%}" for p, n in machine.items())
+                                    or "too few baseline cells to estimate"))
 
 
 def aa(first: Path, second: Path) -> None:
@@ -134,18 +139,23 @@ def aa(first: Path, second: Path) -> None:
         print(f"  false alarm: {row}")
 
 
-def variant_pvalues(new: list, bases: list[list]) -> tuple[list[float], bool]:
-    """p-values of the variant cells' p50 tests (vs baseline) and whether any was flagged."""
+def pvalues(new: list, bases: list[list]) -> tuple[list[float], list[float], bool]:
+    """p-values of the p50 tests of the variant cells (vs baseline) and of the baseline cells
+    (absolute), and whether any cell was flagged."""
     from harness.compare import compare_runs
 
     cmp = compare_runs(new, *bases, thresholds=[THRESHOLD])
     tests = [c.latency["latency_ms_p50"] for c in cmp.cells if "latency_ms_p50" in c.latency]
     return ([t.p for t in tests if t.tested and t.basis == "vs baseline"],
+            [t.p for c, t in zip(cmp.cells, tests, strict=True)
+             if t.tested and c.key[2] == "baseline"],
             bool(cmp.regressions))
 
 
 def calibration(runs: list[Path]) -> None:
-    """Leave-one-out and pairwise A/A comparisons: are the variant p-values uniform?"""
+    """Leave-one-out and pairwise A/A comparisons: are the p-values uniform, those of the
+    variants (relative to their baseline) and those of the baselines (absolute, tested only
+    against several baseline runs)?"""
     from harness.store import RECORDS, load_records
 
     loaded = [load_records(d / RECORDS) for d in runs]
@@ -153,17 +163,18 @@ def calibration(runs: list[Path]) -> None:
     for name, plan in (("against its pair", [(i, [j]) for i, j in pairs]),
                        ("against all the others", [(i, [j for j in range(len(runs)) if j != i])
                                                    for i in range(len(runs))])):
-        ps, flagged = [], 0
+        var, base, flagged = [], [], 0
         for i, others in plan:
-            p, hit = variant_pvalues(loaded[i], [loaded[j] for j in others])
-            ps += p
-            flagged += hit
-        arr = np.array(ps)
-        if len(arr):
-            print(f"calibration, each A/A run {name}: {len(arr)} variant tests, "
-                  f"p < 0.05: {(arr < 0.05).mean():.1%} (expect 5%), "
-                  f"p < 0.01: {(arr < 0.01).mean():.1%} (expect 1%); "
-                  f"{flagged} of {len(plan)} comparisons flagged a regression")
+            v, b, hit = pvalues(loaded[i], [loaded[j] for j in others])
+            var, base, flagged = var + v, base + b, flagged + hit
+        shares = [f"{len(arr)} {kind} tests, p < 0.05: {(arr < 0.05).mean():.1%}, "
+                  f"p < 0.01: {(arr < 0.01).mean():.1%}"
+                  for kind, arr in (("variant", np.array(var)), ("baseline", np.array(base)))
+                  if len(arr)]
+        if shares:
+            print(f"calibration, each A/A run {name} (expect 5% and 1%): "
+                  + "; ".join(shares) + f"; {flagged} of {len(plan)} comparisons flagged "
+                  "a regression")
 
 
 def sensitivity(suite: Path, results: Path, reference: Path, fraction: float, tag: str

@@ -13,9 +13,11 @@ enters the test as a run-level variance: estimated from the baseline runs when t
 several, else the RUN_NOISE measured on the development VM (or --run-noise). A baseline cell
 has nothing beside it to cancel the shift: it is tested on its absolute latency only against
 several baseline runs (whose spread shows how far the machine moves between runs; one run's
-rounds cannot) and while the fixed reference workload timed at each round boundary moved by at
-most PROBE_TOLERANCE between the runs, and is untested otherwise (a variant whose baseline is
-missing gets the absolute test under the reference's gate alone). p-values across all cells are
+rounds cannot), allowing for the between-run variance of its provider's baselines estimated
+from those runs (the machine noise: OpenVINO's baselines can drift between runs while the
+reference workload does not), and while the fixed reference workload timed at each round
+boundary moved by at most PROBE_TOLERANCE between the runs; it is untested otherwise (a variant
+whose baseline is missing gets the absolute test under the reference's gate alone). p-values across all cells are
 adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is a change both
 significant and beyond its threshold. With several baseline runs, the spread between them is a
 noise floor: a change smaller than it is not a regression.
@@ -32,6 +34,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,9 @@ PROBE_TOLERANCE = 0.03  # reference workload move between runs above which absol
 # with one baseline run unless --run-noise is given.
 RUN_NOISE = 0.015
 MIN_NOISE_PAIRS = 20  # (cell, pair of baseline runs) differences needed to estimate it
+# The same for a provider's baselines' absolute latency (the quick suite has 8 baseline cells a
+# provider: two baseline runs give 8 differences, three 24)
+MIN_MACHINE_PAIRS = 8
 ONE_BASELINE_NOTE = (
     "**One baseline run:** a variant's latency beside its baseline also moves between runs "
     "(up to ~10% at batch 1 in docs/timing.md's A/A pairs), which one run's rounds cannot "
@@ -188,31 +194,63 @@ class RunNoise:
     source: str
 
 
+def between_run_sd(series: Iterable[Sequence[np.ndarray]]) -> tuple[float, int] | None:
+    """The between-run sd (log scale) that rounds do not show, from per-cell series of
+    per-run log values (each cell timed in every run): for every cell and pair of runs, the
+    difference of their means; its robust (MAD) variance less the part the rounds explain,
+    halved (each difference holds two runs). Returns (sd, number of differences); None
+    without a difference."""
+    diffs, within = [], []
+    for logs in series:
+        for a, b in combinations(logs, 2):
+            diffs.append(float(a.mean() - b.mean()))
+            within.append(float(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    if not diffs:
+        return None
+    spread = float(stats.median_abs_deviation(diffs, scale="normal"))
+    return math.sqrt(max(0.0, spread ** 2 - float(np.median(within))) / 2), len(diffs)
+
+
 def estimate_run_noise(bases: list[dict[Key, Record]], stat: float | str) -> RunNoise | None:
     """The between-run sd of variants' per-round latency relative to their baseline, from
-    several baseline runs: for every variant cell and pair of baseline runs, the difference
-    of their mean log ratios; its robust (MAD) variance less the part the rounds explain,
-    halved (each difference holds two runs). None with fewer than MIN_NOISE_PAIRS."""
-    diffs, within = [], []
+    several baseline runs (`between_run_sd` over every variant cell). None with fewer than
+    MIN_NOISE_PAIRS (cell, pair of runs) differences."""
+    series = []
     for key, record in bases[0].items():
         anchors = _anchors(key, bases[0], bases[1:]) if record.status == "ok" else None
         if anchors is None or not all(key in b and b[key].status == "ok" for b in bases):
             continue
         rel = [relative_values(b[key], a, stat) for b, a in zip(bases, (anchors[0], *anchors[1]),
                                                                 strict=True)]
-        if any(r is None for r in rel):
-            continue
-        logs = [np.log(r) for r in rel]
-        for i in range(len(logs)):
-            for j in range(i + 1, len(logs)):
-                diffs.append(float(logs[i].mean() - logs[j].mean()))
-                within.append(float(logs[i].var(ddof=1) / len(logs[i])
-                                    + logs[j].var(ddof=1) / len(logs[j])))
-    if len(diffs) < MIN_NOISE_PAIRS:
+        if all(r is not None for r in rel):
+            series.append([np.log(r) for r in rel])
+    found = between_run_sd(series)
+    if found is None or found[1] < MIN_NOISE_PAIRS:
         return None
-    spread = float(stats.median_abs_deviation(diffs, scale="normal"))
-    sd = math.sqrt(max(0.0, spread ** 2 - float(np.median(within))) / 2)
-    return RunNoise(sd, f"estimated from {len(bases)} baseline runs ({len(diffs)} cell pairs)")
+    return RunNoise(found[0], f"estimated from {len(bases)} baseline runs ({found[1]} cell pairs)")
+
+
+def estimate_machine_noise(bases: list[dict[Key, Record]], stat: float | str
+                           ) -> dict[str, RunNoise]:
+    """Per provider, the between-run sd of a baseline's absolute per-round latency (how far
+    the machine's speed moves between runs, as the provider's runtime sees it), from several
+    baseline runs (`between_run_sd` over the provider's baseline cells). A provider with
+    fewer than MIN_MACHINE_PAIRS (cell, pair of runs) differences is left out."""
+    series: dict[str, list[list[np.ndarray]]] = {}
+    for key in bases[0]:
+        runs = [b[key] for b in bases if key in b and b[key].status == "ok"]
+        if key[2] != BASELINE or len(runs) < len(bases):
+            continue
+        logs = [np.log(round_values(r, stat)) for r in runs]
+        if all(len(v) > 1 for v in logs):
+            series.setdefault(key[3], []).append(logs)
+    out = {}
+    for provider, cells in series.items():
+        found = between_run_sd(cells)
+        if found is not None and found[1] >= MIN_MACHINE_PAIRS:
+            out[provider] = RunNoise(found[0], f"estimated from {len(bases)} baseline runs "
+                                               f"({found[1]} {provider} baseline cell pairs)")
+    return out
 
 
 def run_noise_for(bases: list[dict[Key, Record]], stat: float | str,
@@ -284,6 +322,8 @@ class Comparison:
     settings_note: str | None = None  # timing settings that differ from a baseline run
     n_baselines: int = 1
     run_noise: dict[str, RunNoise] = field(default_factory=dict)  # per latency field
+    # per latency field and provider: between-run sd of baselines' absolute latency
+    machine_noise: dict[str, dict[str, RunNoise]] = field(default_factory=dict)
 
     def _check(self, cell: CellComparison, t: Threshold) -> str | None:
         """Why the cell crosses the threshold ('' when not), None when it cannot be tested."""
@@ -371,11 +411,12 @@ def probe_move(new: Record, bases: list[Record]) -> float | None:
 
 
 def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: float,
-             anchors: tuple[Record, list[Record]] | None, noise: dict[str, RunNoise]
-             ) -> dict[str, LatencyTest]:
+             anchors: tuple[Record, list[Record]] | None, noise: dict[str, RunNoise],
+             machine: dict[str, RunNoise]) -> dict[str, LatencyTest]:
     """Round-level tests of one cell; `anchors` = (new run's, baseline runs') group baseline
     records, for a variant: then its latency relative to them is tested, allowing for the
-    field's between-run `noise`."""
+    field's between-run `noise`; otherwise its absolute latency, allowing for the field's
+    `machine` noise of the cell's provider when the baseline runs gave one."""
     if not new.samples_ms or not all(b.samples_ms for b in bases):
         return {}
     tests = {}
@@ -389,19 +430,22 @@ def _latency(new: Record, bases: list[Record], fields: Iterable[str], max_load: 
             tests[f] = replace(welch_ratio(rel[0], rel[1:], noise[f].sd), basis="vs baseline")
         else:
             tests[f] = welch_ratio(round_values(new, stat),
-                                   [round_values(b, stat) for b in bases])
+                                   [round_values(b, stat) for b in bases],
+                                   machine[f].sd if f in machine else 0.0)
     if any((r.others_load or 0.0) > max_load for r in (new, *bases)):  # not the code's doing
         return {f: replace(t, p=math.nan, note="timed under load") for f, t in tests.items()}
-    note = _absolute_untested(new, bases, new.variant == BASELINE)
+    note = _absolute_untested(new, bases, new.variant == BASELINE, bool(machine))
     if note:
         tests = {f: t if t.basis == "vs baseline" else replace(t, p=math.nan, note=note)
                  for f, t in tests.items()}
     return tests
 
 
-def _absolute_untested(new: Record, bases: list[Record], baseline: bool) -> str | None:
+def _absolute_untested(new: Record, bases: list[Record], baseline: bool, estimated: bool
+                       ) -> str | None:
     """Why absolute latency cannot be tested between these runs, or None when it can. A
-    baseline cell needs several baseline runs; a variant whose group baseline is missing
+    baseline cell needs several baseline runs and the between-run noise of its provider's
+    baselines estimated from them (`estimated`); a variant whose group baseline is missing
     from a run falls back to the absolute test with the reference workload's gate only."""
     move = probe_move(new, bases)
     moved = "" if move is None else f" (reference workload off by {move:.0%})"
@@ -410,6 +454,9 @@ def _absolute_untested(new: Record, bases: list[Record], baseline: bool) -> str 
                 "give --baseline twice or more")
     if move is not None and move > PROBE_TOLERANCE:
         return f"machine speed moved{moved}"
+    if baseline and not estimated:
+        return (f"too few {new.provider} baselines in the baseline runs to estimate how far "
+                f"their latency moves between runs (fewer than {MIN_MACHINE_PAIRS} cell pairs)")
     return None
 
 
@@ -506,10 +553,14 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     note, settings = _check_machines(pairs, force), _settings_note(pairs)
     fields = sorted({"latency_ms_p50"} | {t.field for t in parsed if t.field != "metric"})
     noise = {f: run_noise_for(bases, LATENCY_STATS[f], run_noise) for f in fields}
+    machine = ({f: estimate_machine_noise(bases, LATENCY_STATS[f]) for f in fields}
+               if len(bases) > 1 else {})
     cells, metric_done = [], set()
     for k in ok:
         refs = [b[k] for b in bases]
-        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases), noise)
+        provider = {f: m[k[3]] for f, m in machine.items() if k[3] in m}
+        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases), noise,
+                            provider)
                    or _point_latency(new[k], refs, fields))
         cell = CellComparison(k, latency)
         tested = (*k[:3], new[k].metric_provider)  # once per variant and evaluating runtime
@@ -522,7 +573,7 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
               if all(b[k].status == "ok" for b in bases) and new[k].status == "failed"]
     return Comparison(cells, parsed, [k for k in new if k not in bases[0]],
                       [k for k in bases[0] if k not in new], broken, note, settings, len(bases),
-                      noise)
+                      noise, machine)
 
 
 def _anchors(key: Key, new: dict[Key, Record], bases: list[dict[Key, Record]]
@@ -587,6 +638,11 @@ def _markdown(cmp: Comparison) -> str:
         lines += ["Run noise allowed for in variant tests (between-run sd beside the baseline): "
                   + "; ".join(f"{f} {n.sd:.1%} ({n.source})" for f, n in cmp.run_noise.items())
                   + ".", ""]
+    machine = [f"{f} {n.sd:.1%} ({n.source})" for f, by in cmp.machine_noise.items()
+               for n in by.values()]
+    if machine:
+        lines += ["Machine noise allowed for in baselines' absolute tests (between-run sd of "
+                  "their latency): " + "; ".join(machine) + ".", ""]
     regs = pd.DataFrame([_key_cols(k) | {"threshold": t, "change": why}
                          for k, t, why in cmp.regressions])
     lines += ["## Regressions", "", md_table(regs.astype(str)), ""]

@@ -10,6 +10,7 @@ from harness.compare import (
     RUN_NOISE,
     RunNoise,
     compare_runs,
+    estimate_machine_noise,
     estimate_run_noise,
     paired_bootstrap,
     parse_threshold,
@@ -330,19 +331,91 @@ def test_a_variant_slower_beside_its_baseline_is_flagged_whatever_the_machine_di
     assert "relative to its baseline" in why
 
 
+def baselines(drift: dict[str, float], seed: int, slow: dict[str, float] | None = None,
+              n_cells: int = 8, round_sd: float = 0.01) -> list[Record]:
+    """One run's baseline cells: `n_cells` tasks per provider, each timed in 5 rounds; each
+    cell's latency moves by N(0, drift[provider]) (log scale) a run, the provider's runtime
+    drifting while the reference workload (the same in every run) does not; a task named in
+    `slow` is that much slower in this run."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for provider, sd in drift.items():
+        for i in range(n_cells):
+            task = f"t{i}"
+            level = np.exp(rng.normal(0, sd)) * (slow or {}).get(task, 1.0)
+            flat = [float(level * lv * (10 + x)) for lv in np.exp(rng.normal(0, round_sd, 5))
+                    for x in rng.gamma(2, 0.05, 40)]
+            r = rec(flat, sizes=[40] * 5, variant="baseline", task=task)
+            out.append(r.model_copy(update={
+                "provider": provider,
+                "session": {"measurement": {"reference_ms": [0.2] * 6}}}))
+    return out
+
+
 def test_a_slower_baseline_is_flagged_against_several_steady_baseline_runs() -> None:
     """Same reference workload time in every run: against two baseline runs the baseline's
-    absolute latency is tested; against one it is untested, since one run's rounds say
-    nothing of how far the machine moves between runs (the A/A pairs of docs/timing.md)."""
-    new = group(1.10, seed=5, reference=0.2 / 1.10)
-    cmp = compare_runs(new, group(1.0, seed=6), group(1.0, seed=8), thresholds=THRESHOLDS)
-    assert _flagged(cmp) == {"baseline"}
-    one = compare_runs(new, group(1.0, seed=6), thresholds=THRESHOLDS)
+    absolute latency is tested, allowing for how far the baselines moved between them; against
+    one it is untested, since one run's rounds say nothing of how far the machine moves between
+    runs (the A/A pairs of docs/timing.md)."""
+    steady = {"cpu": 0.005}
+    new = baselines(steady, seed=5, slow={"t0": 1.10})
+    cmp = compare_runs(new, baselines(steady, seed=6), baselines(steady, seed=8),
+                       thresholds=THRESHOLDS)
+    assert {k[1] for k, _, _ in cmp.regressions} == {"t0"}
+    one = compare_runs(new, baselines(steady, seed=6), thresholds=THRESHOLDS)
     assert _flagged(one) == set()
     assert "**One baseline run:**" in one.to_markdown()
     assert "**One baseline run:**" not in cmp.to_markdown()
     base = next(c.latency["latency_ms_p50"] for c in one.cells if c.key[2] == "baseline")
     assert not base.tested and base.note.startswith("one baseline run")
+
+
+def test_machine_noise_is_estimated_per_provider_from_the_baselines() -> None:
+    runs = [{r.key: r for r in baselines({"cpu": 0.0, "openvino": 0.04}, seed=s)}
+            for s in range(3)]
+    found = estimate_machine_noise(runs, 50)
+    assert found["cpu"].sd == pytest.approx(0.0, abs=0.006)
+    assert found["openvino"].sd == pytest.approx(0.04, abs=0.02)
+    assert "3 baseline runs (24 openvino baseline cell pairs)" in found["openvino"].source
+    few = [{r.key: r for r in baselines({"cpu": 0.0}, seed=s, n_cells=2)} for s in range(3)]
+    assert estimate_machine_noise(few, 50) == {}  # 6 pairs: too few to estimate
+
+
+def test_a_drifting_runtime_raises_no_false_alarm_on_its_baselines() -> None:
+    """OpenVINO's baselines moving by 4% a run while the reference workload stays put (the
+    tenth session's false alarm): each of six A/A runs against the five others flags nothing,
+    its baseline p-values are not crowded below 0.05 (without the machine noise, half of them
+    are); a baseline 25% slower is still flagged."""
+    runs = [baselines({"cpu": 0.005, "openvino": 0.04}, seed=20 + i) for i in range(6)]
+    ps, flagged = [], set()
+    for i, run in enumerate(runs):
+        cmp = compare_runs(run, *(r for j, r in enumerate(runs) if j != i), thresholds=THRESHOLDS)
+        assert cmp.machine_noise["latency_ms_p50"]["openvino"].sd > 0.02
+        ps += [c.latency["latency_ms_p50"].p for c in cmp.cells if c.key[3] == "openvino"]
+        flagged |= {k for k, _, _ in cmp.regressions}
+    assert len(ps) == 48 and all(np.isfinite(ps))
+    assert flagged == set() and (np.array(ps) < 0.05).mean() < 0.15
+    pooled = [welch_ratio(round_values_of(run, "openvino", "t0"),
+                          [round_values_of(r, "openvino", "t0") for r in runs[1:]]).p
+              for run in runs[:1]]
+    assert pooled[0] < 0.05  # the rounds alone call the drift significant
+    slow = baselines({"cpu": 0.005, "openvino": 0.04}, seed=20, slow={"t3": 1.25})
+    cmp = compare_runs(slow, *runs[1:], thresholds=THRESHOLDS)
+    assert {(k[1], k[3]) for k, _, _ in cmp.regressions} >= {("t3", "cpu"), ("t3", "openvino")}
+    assert "openvino baseline cell pairs" in cmp.to_markdown()
+
+
+def round_values_of(run: list[Record], provider: str, task: str) -> np.ndarray:
+    r = next(r for r in run if r.provider == provider and r.task == task)
+    return np.array([np.median(x) for x in r.rounds_ms])
+
+
+def test_baselines_too_few_to_estimate_their_noise_are_untested() -> None:
+    runs = [baselines({"cpu": 0.005}, seed=s, n_cells=2) for s in range(3)]
+    cmp = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS)
+    notes = {c.latency["latency_ms_p50"].note for c in cmp.cells}
+    assert notes == {"too few cpu baselines in the baseline runs to estimate how far their "
+                     "latency moves between runs (fewer than 8 cell pairs)"}
 
 
 def test_run_noise_widens_the_welch_test_as_computed_by_hand() -> None:
@@ -437,3 +510,4 @@ def test_aa_variant_pvalues_are_calibrated_when_run_noise_is_estimated() -> None
     assert kstest(p, "uniform").pvalue > 0.01
     assert (pvalues(run_noise=0.0) < 0.05).mean() > 0.5
     assert (pvalues(run_noise=0.06) < 0.2).mean() < 0.1
+
