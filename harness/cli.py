@@ -114,7 +114,8 @@ def compare(run_dir: Path,
             run_noise: Annotated[float | None, typer.Option(
                 help="Between-run sd (%) of a variant's latency beside its baseline, allowed "
                      "for in its test (default: estimated from several --baseline runs, "
-                     "else 1.5, measured on the development VM).", min=0.0)] = None,
+                     "else 1.5, measured on the development VM, or the spread between the "
+                     "run and its one baseline where larger).", min=0.0)] = None,
             ) -> None:
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
     from harness.compare import compare_run_dirs

@@ -73,9 +73,10 @@ MIN_MACHINE_PAIRS = 8
 ONE_BASELINE_NOTE = (
     "**One baseline run:** a variant's latency beside its baseline also moves between runs "
     "(up to ~10% at batch 1 in docs/timing.md's A/A pairs), which one run's rounds cannot "
-    "show: its tests allow for the run noise below, a value measured elsewhere, not on these "
-    "runs; baseline cells are untested. Give --baseline two or more times to have it "
-    "estimated from your runs before acting on a latency regression.")
+    "show: its tests allow for the run noise below, a value measured elsewhere or, where "
+    "larger, the spread of all cells between these two runs; baseline cells are untested. "
+    "Give --baseline two or more times to have it estimated from your runs before acting on "
+    "a latency regression.")
 _THRESHOLD = re.compile(r"^(\w+):([+-]?\d+(?:\.\d*)?)(%?)$")
 
 
@@ -253,13 +254,22 @@ def estimate_machine_noise(bases: list[dict[Key, Record]], stat: float | str
     return out
 
 
-def run_noise_for(bases: list[dict[Key, Record]], stat: float | str,
+def run_noise_for(new: dict[Key, Record], bases: list[dict[Key, Record]], stat: float | str,
                   given: float | None) -> RunNoise:
-    """`given` when set; else estimated from several baseline runs; else RUN_NOISE."""
+    """`given` when set; else estimated from several baseline runs; else RUN_NOISE, or, with
+    one baseline run, the spread between it and the new run when that is larger (a noisier
+    machine than the development VM: the MAD of the cells' differences is taken about their
+    median, so a minority of changed cells, or a shift of all of them, barely moves it)."""
     if given is not None:
         return RunNoise(given, "given")
     estimate = estimate_run_noise(bases, stat) if len(bases) > 1 else None
-    return estimate or RunNoise(RUN_NOISE, "default, measured on the development VM")
+    if estimate:
+        return estimate
+    pair = estimate_run_noise([new, bases[0]], stat) if len(bases) == 1 else None
+    if pair and pair.sd > RUN_NOISE:
+        return RunNoise(pair.sd, "estimated from this run and the baseline run"
+                        + pair.source.split("runs", 1)[1] + f", above the default {RUN_NOISE:.1%}")
+    return RunNoise(RUN_NOISE, "default, measured on the development VM")
 
 
 def _corr(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
@@ -552,7 +562,7 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     pairs = [(new[k], b[k]) for k in ok for b in bases]
     note, settings = _check_machines(pairs, force), _settings_note(pairs)
     fields = sorted({"latency_ms_p50"} | {t.field for t in parsed if t.field != "metric"})
-    noise = {f: run_noise_for(bases, LATENCY_STATS[f], run_noise) for f in fields}
+    noise = {f: run_noise_for(new, bases, LATENCY_STATS[f], run_noise) for f in fields}
     machine = ({f: estimate_machine_noise(bases, LATENCY_STATS[f]) for f in fields}
                if len(bases) > 1 else {})
     cells, metric_done = [], set()
