@@ -160,8 +160,12 @@ def test_openvino_int8_peak_is_its_int8_gemm_so_static_qdq_efficiency_is_at_most
     path = qdq_matmul(tmp_path / "qdq.onnx", 512, 512, 512)
     fields = time_onnx(path, "openvino", FAST, {"A": np.ones((512, 512), np.float32)}, 1)
     peaks = fields["session"]["roofline"]["peak_gflops"]
-    # a bare MatMulInteger ran slower than the fp32 GEMM on OpenVINO: no int8 kernel behind it
-    assert peaks["int8"] > peaks["fp32"]
+    # a bare MatMulInteger ran slower than the fp32 GEMM on OpenVINO: no int8 kernel behind
+    # it. Where the CPU has an int8 dot product the QDQ GEMM beats fp32; without one (an
+    # AVX2-only AMD EPYC: 70 against 78 GOP/s) it need not, and only the bound is checked.
+    flags = cpu_info()["flags"]
+    if any(flags.get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8")):
+        assert peaks["int8"] > peaks["fp32"]
     assert fields["session"]["roofline"]["int8_flops"] == 2.0 * 512**3
     assert 0 < fields["efficiency"] <= 1.0
 
