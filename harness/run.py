@@ -25,6 +25,7 @@ from harness.timing.env import environment, machine_fingerprint
 
 log = logging.getLogger(__name__)
 SUITE_COPY = "suite.yaml"
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16")  # CPU flags with which `precision: auto` trains in bf16
 
 
 @dataclass
@@ -71,6 +72,7 @@ def _run(store: RunStore, suite: Suite, suite_path: Path, cells: list[Cell], cho
                           git_sha=env.get("git_sha"), machine=machine, env=env,
                           executor=chosen.name, started=previous.get("started") or now(),
                           finished=None, resumed=resumed, cells=len(cells))
+    _note_fp32_training(suite, env)
     cache_root = results_dir.resolve() / "cache"
     for path in ArtifactCache(cache_root).remove_interrupted():
         log.info("cache: removed %s, left by an interrupted build", path.name)
@@ -95,6 +97,17 @@ def _run(store: RunStore, suite: Suite, suite_path: Path, cells: list[Cell], cho
     publish(store.records(), store.dir, store.manifest())
     ResultsStore(results_dir).ingest(store.dir)
     return RunSummary(store.dir, counts, wall)
+
+
+def _note_fp32_training(suite: Suite, env: dict) -> None:
+    """Say up front when `precision: auto` will train in fp32 on this CPU: over four times
+    the time a step (docs/baselines.md), which a cold quick-suite run feels as hours."""
+    flags = env.get("cpu_flags") or {}
+    if suite.finetune.precision == "auto" and not env.get("gpus") and not any(
+            flags.get(f) for f in NATIVE_BF16):
+        log.info("fine-tunes that are not cached train in fp32: this CPU has no native bf16 "
+                 "(%s), where a step takes over four times as long as with it",
+                 " or ".join(NATIVE_BF16))
 
 
 def _keep_suite(store: RunStore, suite_path: Path, force: bool) -> None:

@@ -138,6 +138,24 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert resolve_precision("bf16", "cpu") == "bf16"
 
 
+@pytest.mark.parametrize(("precision", "flags", "gpus", "said"), [
+    ("auto", {"avx2": True, "avx512_bf16": False, "amx_bf16": False}, [], True),
+    ("auto", {"avx2": True, "avx512_bf16": True}, [], False),
+    ("auto", {"amx_bf16": True}, [], False),
+    ("auto", {"avx2": True}, ["H100"], False),  # fine-tunes run on the GPU
+    ("fp32", {"avx2": True}, [], False),  # asked for: nothing to tell
+])
+def test_a_run_says_up_front_when_auto_will_train_in_fp32(caplog, precision, flags, gpus, said):
+    from types import SimpleNamespace
+
+    from harness.run import _note_fp32_training
+
+    suite = SimpleNamespace(finetune=FinetuneSpec(precision=precision))
+    with caplog.at_level("INFO", logger="harness.run"):
+        _note_fp32_training(suite, {"cpu_flags": flags, "gpus": gpus})
+    assert ("train in fp32: this CPU has no native bf16" in caplog.text) is said
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_finetune_runs_the_forward_under_the_precision_it_reports(tiny_bert_dir, precision):
     model, tok = _load(tiny_bert_dir)
