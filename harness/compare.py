@@ -17,10 +17,10 @@ rounds cannot), allowing for the between-run variance of its provider's baseline
 from those runs (the machine noise: OpenVINO's baselines can drift between runs while the
 reference workload does not), and while the fixed reference workload timed at each round
 boundary moved by at most PROBE_TOLERANCE between the runs; it is untested otherwise (a variant
-whose baseline is missing gets the absolute test under the reference's gate alone). p-values across all cells are
-adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is a change both
-significant and beyond its threshold. With several baseline runs, the spread between them is a
-noise floor: a change smaller than it is not a regression.
+whose baseline is missing gets the absolute test under the reference's gate alone). p-values
+across all cells are adjusted with Benjamini-Hochberg (false discovery rate 5%); a regression is
+a change both significant and beyond its threshold. With several baseline runs, the spread
+between them is a noise floor: a change smaller than it is not a regression.
 
 Metric: delta in points, tested once per (model, task, variant) on per-example predictions when
 both runs have them with the same tests as the leaderboard (harness.significance: exact McNemar
@@ -216,6 +216,15 @@ def estimate_run_noise(bases: list[dict[Key, Record]], stat: float | str) -> Run
     """The between-run sd of variants' per-round latency relative to their baseline, from
     several baseline runs (`between_run_sd` over every variant cell). None with fewer than
     MIN_NOISE_PAIRS (cell, pair of runs) differences."""
+    found = between_run_sd(_relative_series(bases, stat))
+    if found is None or found[1] < MIN_NOISE_PAIRS:
+        return None
+    return RunNoise(found[0], f"estimated from {len(bases)} baseline runs ({found[1]} cell pairs)")
+
+
+def _relative_series(bases: list[dict[Key, Record]], stat: float | str) -> list[list[np.ndarray]]:
+    """Per variant cell timed in every run: its per-round log latency relative to its group
+    baseline, run by run."""
     series = []
     for key, record in bases[0].items():
         anchors = _anchors(key, bases[0], bases[1:]) if record.status == "ok" else None
@@ -225,10 +234,7 @@ def estimate_run_noise(bases: list[dict[Key, Record]], stat: float | str) -> Run
                                                                 strict=True)]
         if all(r is not None for r in rel):
             series.append([np.log(r) for r in rel])
-    found = between_run_sd(series)
-    if found is None or found[1] < MIN_NOISE_PAIRS:
-        return None
-    return RunNoise(found[0], f"estimated from {len(bases)} baseline runs ({found[1]} cell pairs)")
+    return series
 
 
 def estimate_machine_noise(bases: list[dict[Key, Record]], stat: float | str
@@ -265,10 +271,10 @@ def run_noise_for(new: dict[Key, Record], bases: list[dict[Key, Record]], stat: 
     estimate = estimate_run_noise(bases, stat) if len(bases) > 1 else None
     if estimate:
         return estimate
-    pair = estimate_run_noise([new, bases[0]], stat) if len(bases) == 1 else None
-    if pair and pair.sd > RUN_NOISE:
-        return RunNoise(pair.sd, "estimated from this run and the baseline run"
-                        + pair.source.split("runs", 1)[1] + f", above the default {RUN_NOISE:.1%}")
+    pair = between_run_sd(_relative_series([new, bases[0]], stat)) if len(bases) == 1 else None
+    if pair and pair[1] >= MIN_NOISE_PAIRS and pair[0] > RUN_NOISE:
+        return RunNoise(pair[0], f"estimated from this run and the baseline run ({pair[1]} cell "
+                                 f"pairs), above the default {RUN_NOISE:.1%}")
     return RunNoise(RUN_NOISE, "default, measured on the development VM")
 
 
@@ -631,7 +637,8 @@ def _markdown(cmp: Comparison) -> str:
              "per-round values (geometric means) — for a variant, of its per-round latency "
              "relative to its group's baseline in the same rounds ('vs baseline'), so the "
              "machine's speed between runs cancels; a baseline's absolute latency is tested "
-             "only against several baseline runs and while the reference workload moved by "
+             "only against several baseline runs, allowing for how far its runtime's "
+             "baselines moved between them, and while the reference workload moved by "
              f"at most {PROBE_TOLERANCE:.0%} —, 95% Welch interval between rounds and runs, "
              "q = Benjamini-Hochberg adjusted p over all cells; a regression is significant "
              "(q < 0.05) and beyond its threshold"
