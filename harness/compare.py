@@ -195,6 +195,9 @@ class RunNoise:
     source: str
 
 
+DEFAULT_NOISE = RunNoise(RUN_NOISE, "default, measured on the development VM")
+
+
 def between_run_sd(series: Iterable[Sequence[np.ndarray]]) -> tuple[float, int] | None:
     """The between-run sd (log scale) that rounds do not show, from per-cell series of
     per-run log values (each cell timed in every run): for every cell and pair of runs, the
@@ -260,22 +263,52 @@ def estimate_machine_noise(bases: list[dict[Key, Record]], stat: float | str
     return out
 
 
+Group = tuple[str, int]  # (provider, batch size): cells whose run noise is estimated together
+
+
+@dataclass(frozen=True)
+class NoiseTable:
+    """The run noise of one latency statistic: per (provider, batch size) where that group's
+    variant cells allow an estimate, `pooled` for the other cells. The groups differ: on the
+    eleventh session's VM 6.1% for onnxruntime at batch 1 and 1.2% at batch 32, 5.0% pooled."""
+
+    pooled: RunNoise
+    groups: dict[Group, RunNoise] = field(default_factory=dict)
+
+    def for_key(self, key: Key) -> RunNoise:
+        return self.groups.get((key[3], key[4]), self.pooled)
+
+
+def _in_group(runs: list[dict[Key, Record]], group: Group) -> list[dict[Key, Record]]:
+    return [{k: r for k, r in run.items() if (k[3], k[4]) == group} for run in runs]
+
+
+def _pair_noise(pair: list[dict[Key, Record]], stat: float | str) -> RunNoise | None:
+    """With one baseline run (`pair`: the new run and it): RUN_NOISE, or the spread between
+    the two runs where it is larger (a noisier machine than the development VM: the MAD of the cells'
+    differences is taken about their median, so a minority of changed cells, or a shift of
+    all of them, barely moves it); None with fewer than MIN_NOISE_PAIRS variant cells."""
+    found = between_run_sd(_relative_series(pair, stat))
+    if found is None or found[1] < MIN_NOISE_PAIRS:
+        return None
+    if found[0] <= RUN_NOISE:
+        return DEFAULT_NOISE
+    return RunNoise(found[0], f"estimated from this run and the baseline run ({found[1]} cell "
+                              f"pairs), above the default {RUN_NOISE:.1%}")
+
+
 def run_noise_for(new: dict[Key, Record], bases: list[dict[Key, Record]], stat: float | str,
-                  given: float | None) -> RunNoise:
-    """`given` when set; else estimated from several baseline runs; else RUN_NOISE, or, with
-    one baseline run, the spread between it and the new run when that is larger (a noisier
-    machine than the development VM: the MAD of the cells' differences is taken about their
-    median, so a minority of changed cells, or a shift of all of them, barely moves it)."""
+                  given: float | None) -> NoiseTable:
+    """`given` when set; else estimated from several baseline runs (`estimate_run_noise`),
+    or from the new run and its one baseline run (`_pair_noise`): per (provider, batch size)
+    where the group's cells allow it, pooled for the others; RUN_NOISE where nothing does."""
     if given is not None:
-        return RunNoise(given, "given")
-    estimate = estimate_run_noise(bases, stat) if len(bases) > 1 else None
-    if estimate:
-        return estimate
-    pair = between_run_sd(_relative_series([new, bases[0]], stat)) if len(bases) == 1 else None
-    if pair and pair[1] >= MIN_NOISE_PAIRS and pair[0] > RUN_NOISE:
-        return RunNoise(pair[0], f"estimated from this run and the baseline run ({pair[1]} cell "
-                                 f"pairs), above the default {RUN_NOISE:.1%}")
-    return RunNoise(RUN_NOISE, "default, measured on the development VM")
+        return NoiseTable(RunNoise(given, "given"))
+    estimate = estimate_run_noise if len(bases) > 1 else _pair_noise
+    runs = bases if len(bases) > 1 else [new, bases[0]]
+    found = {g: estimate(_in_group(runs, g), stat) for g in {(k[3], k[4]) for k in new}}
+    return NoiseTable(estimate(runs, stat) or DEFAULT_NOISE,
+                      {g: n for g, n in found.items() if n is not None})
 
 
 def _corr(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
@@ -337,7 +370,7 @@ class Comparison:
     machine_note: str | None = None
     settings_note: str | None = None  # timing settings that differ from a baseline run
     n_baselines: int = 1
-    run_noise: dict[str, RunNoise] = field(default_factory=dict)  # per latency field
+    run_noise: dict[str, NoiseTable] = field(default_factory=dict)  # per latency field
     # per latency field and provider: between-run sd of baselines' absolute latency
     machine_noise: dict[str, dict[str, RunNoise]] = field(default_factory=dict)
 
@@ -575,8 +608,8 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
     for k in ok:
         refs = [b[k] for b in bases]
         provider = {f: m[k[3]] for f, m in machine.items() if k[3] in m}
-        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases), noise,
-                            provider)
+        latency = (_latency(new[k], refs, fields, max_load, _anchors(k, new, bases),
+                            {f: table.for_key(k) for f, table in noise.items()}, provider)
                    or _point_latency(new[k], refs, fields))
         cell = CellComparison(k, latency)
         tested = (*k[:3], new[k].metric_provider)  # once per variant and evaluating runtime
@@ -628,6 +661,13 @@ def cell_row(cell: CellComparison) -> dict[str, object]:
     }
 
 
+def _noise_text(field_name: str, table: NoiseTable) -> str:
+    groups = [f"{p} batch {b} {n.sd:.1%} ({n.source})"
+              for (p, b), n in sorted(table.groups.items()) if n != table.pooled]
+    pooled = f"{table.pooled.sd:.1%} ({table.pooled.source})"
+    return f"{field_name} " + (", ".join([*groups, f"other cells {pooled}"]) if groups else pooled)
+
+
 def _markdown(cmp: Comparison) -> str:
     runs = "the baseline run" if cmp.n_baselines == 1 else f"{cmp.n_baselines} baseline runs"
     lines = [f"# Comparison with {runs}", "",
@@ -653,8 +693,7 @@ def _markdown(cmp: Comparison) -> str:
         lines += [ONE_BASELINE_NOTE, ""]
     if cmp.run_noise:
         lines += ["Run noise allowed for in variant tests (between-run sd beside the baseline): "
-                  + "; ".join(f"{f} {n.sd:.1%} ({n.source})" for f, n in cmp.run_noise.items())
-                  + ".", ""]
+                  + "; ".join(_noise_text(f, t) for f, t in cmp.run_noise.items()) + ".", ""]
     machine = [f"{f} {n.sd:.1%} ({n.source})" for f, by in cmp.machine_noise.items()
                for n in by.values()]
     if machine:

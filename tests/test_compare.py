@@ -468,18 +468,18 @@ def test_run_noise_is_estimated_from_several_baseline_runs(sd: float) -> None:
 def test_single_baseline_uses_the_default_run_noise_and_several_their_own() -> None:
     quiet = aa_runs(2, 0.0, seed=4)
     one = compare_runs(quiet[0], quiet[1], thresholds=THRESHOLDS)
-    assert one.run_noise["latency_ms_p50"].sd == RUN_NOISE
+    assert one.run_noise["latency_ms_p50"].pooled.sd == RUN_NOISE
     assert f"latency_ms_p50 {RUN_NOISE:.1%} (default" in one.to_markdown()
     runs = aa_runs(3, 0.03, seed=4)
     noisy = compare_runs(runs[0], runs[1], thresholds=THRESHOLDS)  # a noisier machine
-    assert noisy.run_noise["latency_ms_p50"].sd == pytest.approx(0.03, abs=0.015)
+    assert noisy.run_noise["latency_ms_p50"].pooled.sd == pytest.approx(0.03, abs=0.015)
     assert ("estimated from this run and the baseline run (30 cell pairs), above the default"
             in noisy.to_markdown())
     several = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS)
-    assert several.run_noise["latency_ms_p50"].sd == pytest.approx(0.03, abs=0.01)
+    assert several.run_noise["latency_ms_p50"].pooled.sd == pytest.approx(0.03, abs=0.01)
     assert "estimated from 2 baseline runs" in several.to_markdown()
     given = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS, run_noise=0.05)
-    assert given.run_noise["latency_ms_p50"] == RunNoise(0.05, "given")
+    assert given.run_noise["latency_ms_p50"].pooled == RunNoise(0.05, "given")
     test = next(c.latency["latency_ms_p50"] for c in given.cells if c.key[2] == "v0")
     assert test.basis == "vs baseline" and test.run_noise == 0.05
 
@@ -538,3 +538,46 @@ def test_aa_pairs_on_a_noisy_machine_are_calibrated_against_one_baseline_run() -
     slow = [r.model_copy(update={"samples_ms": [x * 1.5 for x in r.samples_ms]})
             if r.variant == "v3" else r for r in runs[1]]
     assert _flagged(compare_runs(slow, runs[0], thresholds=THRESHOLDS)) == {"v3"}
+
+
+def two_shapes(sds: dict[int, float], seed: int, slow: float = 1.0) -> list[Record]:
+    """One run: 24 variants at batch 1 and 24 at batch 32, each group with its baseline in
+    the same rounds; a variant moves beside its baseline by N(0, sds[batch]) a run; every
+    batch-32 variant is `slow` times slower."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for batch, sd in sds.items():
+        offsets = {f"v{i}": float(rng.normal(0, sd)) + (np.log(slow) if batch == 32 else 0.0)
+                   for i in range(24)}
+        out += [r.model_copy(update={"batch_size": batch})
+                for r in many_variants(offsets, seed=seed * 10 + batch)]
+    return out
+
+
+def test_run_noise_is_estimated_per_provider_and_batch_size() -> None:
+    """Batch 1 moving 6% a run beside its baseline and batch 32 1% (onnxruntime on the
+    eleventh session's VM): each group gets its own estimate. Four A/A runs, each against the
+    three others, flag nothing; with the pooled estimate (about 2%: the MAD of the mixture)
+    the batch-1 cells raise false alarms. Every batch-32 variant 6% slower is flagged in
+    most cells (at most one batch-1 cell beside them: the false discovery rate's allowance)."""
+    sds = {1: 0.06, 32: 0.01}
+    runs = [two_shapes(sds, seed=30 + i) for i in range(4)]
+    own, pooled = [], []
+    for i, run in enumerate(runs):
+        others = [r for j, r in enumerate(runs) if j != i]
+        cmp = compare_runs(run, *others, thresholds=THRESHOLDS)
+        own.append(len(cmp.regressions))
+        pooled.append(len(compare_runs(run, *others, thresholds=THRESHOLDS,
+                                       run_noise=cmp.run_noise["latency_ms_p50"].pooled.sd)
+                          .regressions))
+    assert own == [0, 0, 0, 0] and sum(pooled) >= 3
+    cmp = compare_runs(two_shapes(sds, seed=40, slow=1.06), *runs[:3], thresholds=THRESHOLDS)
+    table = cmp.run_noise["latency_ms_p50"]
+    assert table.groups[("cpu", 1)].sd == pytest.approx(0.06, abs=0.025)
+    assert table.groups[("cpu", 32)].sd == pytest.approx(0.01, abs=0.008)
+    assert "cpu batch 32 " in cmp.to_markdown() and "other cells" in cmp.to_markdown()
+    batches = [k[4] for k, _, _ in cmp.regressions]
+    assert batches.count(32) >= 16 and batches.count(1) <= 1
+    one = compare_runs(runs[3], runs[0], thresholds=THRESHOLDS)  # one baseline run
+    assert one.run_noise["latency_ms_p50"].groups[("cpu", 1)].sd > 0.04
+    assert one.regressions == []
