@@ -157,8 +157,11 @@ def test_openvino_int8_peak_is_its_int8_gemm_so_static_qdq_efficiency_is_at_most
 
     monkeypatch.setitem(roofline.PEAK_SHAPE, "openvino", 512)
     monkeypatch.setattr(roofline, "_PEAKS", {})
-    path = qdq_matmul(tmp_path / "qdq.onnx", 512, 512, 512)
-    fields = time_onnx(path, "openvino", FAST, {"A": np.ones((512, 512), np.float32)}, 1)
+    # 16 rows against the peak GEMM's 512, so the file runs well below the peak's efficiency
+    # (0.31-0.55 on a noisy AVX2 VM): at the peak's own shape the ratio is 1 up to noise and
+    # was above 1 (left out) when the machine's speed moved between the two measurements
+    path = qdq_matmul(tmp_path / "qdq.onnx", 16, 512, 512)
+    fields = time_onnx(path, "openvino", FAST, {"A": np.ones((16, 512), np.float32)}, 1)
     peaks = fields["session"]["roofline"]["peak_gflops"]
     # a bare MatMulInteger ran slower than the fp32 GEMM on OpenVINO: no int8 kernel behind
     # it. Where the CPU has an int8 dot product the QDQ GEMM beats fp32; without one (an
@@ -166,7 +169,7 @@ def test_openvino_int8_peak_is_its_int8_gemm_so_static_qdq_efficiency_is_at_most
     flags = cpu_info()["flags"]
     if any(flags.get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8")):
         assert peaks["int8"] > peaks["fp32"]
-    assert fields["session"]["roofline"]["int8_flops"] == 2.0 * 512**3
+    assert fields["session"]["roofline"]["int8_flops"] == 2.0 * 16 * 512 * 512
     assert 0 < fields["efficiency"] <= 1.0
 
 
