@@ -215,28 +215,41 @@ def between_run_sd(series: Iterable[Sequence[np.ndarray]]) -> tuple[float, int] 
     return math.sqrt(max(0.0, spread ** 2 - float(np.median(within))) / 2), len(diffs)
 
 
+def _noise_from(cells: list[list[np.ndarray]], source: str, minimum: int = MIN_NOISE_PAIRS
+                ) -> RunNoise | None:
+    """`between_run_sd` of `cells` as a RunNoise (`source` with the number of differences
+    filled in at `{}`); None with fewer than `minimum` differences."""
+    found = between_run_sd(cells)
+    if found is None or found[1] < minimum:
+        return None
+    return RunNoise(found[0], source.format(found[1]))
+
+
 def estimate_run_noise(bases: list[dict[Key, Record]], stat: float | str) -> RunNoise | None:
     """The between-run sd of variants' per-round latency relative to their baseline, from
     several baseline runs (`between_run_sd` over every variant cell). None with fewer than
     MIN_NOISE_PAIRS (cell, pair of runs) differences."""
-    found = between_run_sd(_relative_series(bases, stat))
-    if found is None or found[1] < MIN_NOISE_PAIRS:
-        return None
-    return RunNoise(found[0], f"estimated from {len(bases)} baseline runs ({found[1]} cell pairs)")
+    return _runs_noise(list(_relative_series(bases, stat).values()), len(bases))
 
 
-def _relative_series(bases: list[dict[Key, Record]], stat: float | str) -> list[list[np.ndarray]]:
+def _runs_noise(cells: list[list[np.ndarray]], n_runs: int) -> RunNoise | None:
+    """`_noise_from` the series of `n_runs` baseline runs' variant cells."""
+    return _noise_from(cells, f"estimated from {n_runs} baseline runs ({{}} cell pairs)")
+
+
+def _relative_series(runs: list[dict[Key, Record]], stat: float | str
+                     ) -> dict[Key, list[np.ndarray]]:
     """Per variant cell timed in every run: its per-round log latency relative to its group
     baseline, run by run."""
-    series = []
-    for key, record in bases[0].items():
-        anchors = _anchors(key, bases[0], bases[1:]) if record.status == "ok" else None
-        if anchors is None or not all(key in b and b[key].status == "ok" for b in bases):
+    series = {}
+    for key, record in runs[0].items():
+        anchors = _anchors(key, runs[0], runs[1:]) if record.status == "ok" else None
+        if anchors is None or not all(key in b and b[key].status == "ok" for b in runs):
             continue
-        rel = [relative_values(b[key], a, stat) for b, a in zip(bases, (anchors[0], *anchors[1]),
+        rel = [relative_values(b[key], a, stat) for b, a in zip(runs, (anchors[0], *anchors[1]),
                                                                 strict=True)]
         if all(r is not None for r in rel):
-            series.append([np.log(r) for r in rel])
+            series[key] = [np.log(r) for r in rel]
     return series
 
 
@@ -254,13 +267,10 @@ def estimate_machine_noise(bases: list[dict[Key, Record]], stat: float | str
         logs = [np.log(round_values(r, stat)) for r in runs]
         if all(len(v) > 1 for v in logs):
             series.setdefault(key[3], []).append(logs)
-    out = {}
-    for provider, cells in series.items():
-        found = between_run_sd(cells)
-        if found is not None and found[1] >= MIN_MACHINE_PAIRS:
-            out[provider] = RunNoise(found[0], f"estimated from {len(bases)} baseline runs "
-                                               f"({found[1]} {provider} baseline cell pairs)")
-    return out
+    found = {provider: _noise_from(cells, f"estimated from {len(bases)} baseline runs ({{}} "
+                                          f"{provider} baseline cell pairs)", MIN_MACHINE_PAIRS)
+             for provider, cells in series.items()}
+    return {provider: n for provider, n in found.items() if n is not None}
 
 
 Group = tuple[str, int]  # (provider, batch size): cells whose run noise is estimated together
@@ -279,35 +289,35 @@ class NoiseTable:
         return self.groups.get((key[3], key[4]), self.pooled)
 
 
-def _in_group(runs: list[dict[Key, Record]], group: Group) -> list[dict[Key, Record]]:
-    return [{k: r for k, r in run.items() if (k[3], k[4]) == group} for run in runs]
-
-
-def _pair_noise(pair: list[dict[Key, Record]], stat: float | str) -> RunNoise | None:
-    """With one baseline run (`pair`: the new run and it): RUN_NOISE, or the spread between
-    the two runs where it is larger (a noisier machine than the development VM: the MAD of the cells'
-    differences is taken about their median, so a minority of changed cells, or a shift of
-    all of them, barely moves it); None with fewer than MIN_NOISE_PAIRS variant cells."""
-    found = between_run_sd(_relative_series(pair, stat))
-    if found is None or found[1] < MIN_NOISE_PAIRS:
-        return None
-    if found[0] <= RUN_NOISE:
-        return DEFAULT_NOISE
-    return RunNoise(found[0], f"estimated from this run and the baseline run ({found[1]} cell "
-                              f"pairs), above the default {RUN_NOISE:.1%}")
+def _pair_noise(cells: list[list[np.ndarray]]) -> RunNoise | None:
+    """With one baseline run (`cells`: the new run's and its series): RUN_NOISE, or the
+    spread between the two runs where it is larger (a noisier machine than the development
+    VM: the MAD of the cells' differences is taken about their median, so a minority of
+    changed cells, or a shift of all of them, barely moves it); None with fewer than
+    MIN_NOISE_PAIRS variant cells."""
+    found = _noise_from(cells, "estimated from this run and the baseline run ({} cell pairs), "
+                               f"above the default {RUN_NOISE:.1%}")
+    return DEFAULT_NOISE if found is not None and found.sd <= RUN_NOISE else found
 
 
 def run_noise_for(new: dict[Key, Record], bases: list[dict[Key, Record]], stat: float | str,
                   given: float | None) -> NoiseTable:
-    """`given` when set; else estimated from several baseline runs (`estimate_run_noise`),
+    """`given` when set; else estimated from several baseline runs (as `estimate_run_noise`),
     or from the new run and its one baseline run (`_pair_noise`): per (provider, batch size)
     where the group's cells allow it, pooled for the others; RUN_NOISE where nothing does."""
     if given is not None:
         return NoiseTable(RunNoise(given, "given"))
-    estimate = estimate_run_noise if len(bases) > 1 else _pair_noise
-    runs = bases if len(bases) > 1 else [new, bases[0]]
-    found = {g: estimate(_in_group(runs, g), stat) for g in {(k[3], k[4]) for k in new}}
-    return NoiseTable(estimate(runs, stat) or DEFAULT_NOISE,
+    several = len(bases) > 1
+    series = _relative_series(bases if several else [new, bases[0]], stat)
+
+    def estimate(cells: list[list[np.ndarray]]) -> RunNoise | None:
+        return _runs_noise(cells, len(bases)) if several else _pair_noise(cells)
+
+    groups: dict[Group, list[list[np.ndarray]]] = {}
+    for key, logs in series.items():
+        groups.setdefault((key[3], key[4]), []).append(logs)
+    found = {g: estimate(cells) for g, cells in groups.items()}
+    return NoiseTable(estimate(list(series.values())) or DEFAULT_NOISE,
                       {g: n for g, n in found.items() if n is not None})
 
 
