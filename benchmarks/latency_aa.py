@@ -145,10 +145,10 @@ def pvalues(new: list, bases: list[list]) -> tuple[list[float], list[float], boo
     from harness.compare import compare_runs
 
     cmp = compare_runs(new, *bases, thresholds=[THRESHOLD])
-    tests = [c.latency["latency_ms_p50"] for c in cmp.cells if "latency_ms_p50" in c.latency]
-    return ([t.p for t in tests if t.tested and t.basis == "vs baseline"],
-            [t.p for c, t in zip(cmp.cells, tests, strict=True)
-             if t.tested and c.key[2] == "baseline"],
+    tests = [(c.key, c.latency["latency_ms_p50"]) for c in cmp.cells
+             if "latency_ms_p50" in c.latency]  # cells without samples have none
+    return ([t.p for _, t in tests if t.tested and t.basis == "vs baseline"],
+            [t.p for key, t in tests if t.tested and key[2] == "baseline"],
             bool(cmp.regressions))
 
 
