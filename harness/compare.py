@@ -285,8 +285,13 @@ class NoiseTable:
     pooled: RunNoise
     groups: dict[Group, RunNoise] = field(default_factory=dict)
 
+    @staticmethod
+    def group(key: Key) -> Group:
+        """The (provider, batch size) group whose run noise `key`'s cell shares."""
+        return key[3], key[4]
+
     def for_key(self, key: Key) -> RunNoise:
-        return self.groups.get((key[3], key[4]), self.pooled)
+        return self.groups.get(self.group(key), self.pooled)
 
 
 def _pair_noise(cells: list[list[np.ndarray]]) -> RunNoise | None:
@@ -315,7 +320,7 @@ def run_noise_for(new: dict[Key, Record], bases: list[dict[Key, Record]], stat: 
 
     groups: dict[Group, list[list[np.ndarray]]] = {}
     for key, logs in series.items():
-        groups.setdefault((key[3], key[4]), []).append(logs)
+        groups.setdefault(NoiseTable.group(key), []).append(logs)
     found = {g: estimate(cells) for g, cells in groups.items()}
     return NoiseTable(estimate(list(series.values())) or DEFAULT_NOISE,
                       {g: n for g, n in found.items() if n is not None})
