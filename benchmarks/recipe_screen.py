@@ -1,6 +1,6 @@
 """Training recipes over many seeds: which lever moves a dev score by more than the seed does?
 
-    python benchmarks/recipe_screen.py run OUT [--screen stilts|levers|methods] [--device cuda]
+    python benchmarks/recipe_screen.py run OUT [--screen stilts|levers|methods|epochs] [--device cuda]
         [--workers 10] [--seeds 42-49] [--data-dir ../shared/glue] [--packed DIR]
     python benchmarks/recipe_screen.py report OUT/results.jsonl
     python benchmarks/recipe_screen.py pack DIR [--data-dir ../shared/glue]
@@ -25,7 +25,12 @@ for distill and both prunings of minilm-l6 MRPC (each from its own recipe's seed
 and for the minilm-l3 RTE fine-tune. (The tenth session's `levers` run switched dropout off
 with a model-level switch that this script had before FinetuneSpec.dropout existed: every
 dropout module and SDPA's attention rate at 0, checked by two equal training-mode forwards.)
-Seed-major order: a run cut short still has every recipe on its first seeds.
+`--screen epochs` (thirteenth session) runs the nightly recipe (suites/reproduce.yaml: no
+dropout, 3 epochs) against 6 and 10 epochs on minilm-l6 MRPC, RTE, CoLA (scored by MCC) and
+STS-B (Pearson). Seed-major order: a run cut short still has every recipe on its first seeds.
+On a machine without the harness's dependencies, put the repository and unpacked wheels of the
+missing ones on PYTHONPATH (the thirteenth session's GPU machine lacked pydantic,
+pydantic-core, annotated-types, typing-inspection and dill).
 
 `report` prints per recipe the mean, sd and range over seeds and, per comparison, the paired
 difference by seed with a paired t-test (the unit that varies is the trained model, so the
@@ -35,7 +40,7 @@ flagged; the sixth session's screen: 15 such comparisons, one p < 0.05, none at 
 
 `pack` writes both packaged models small enough for a machine reached through a size-limited
 copy (the development GPU machine takes 64 MiB): fp16 weights and only the word-embedding
-rows that MRPC, RTE and STS-B (with their added inputs) look up; `run --packed DIR` restores
+rows that MRPC, RTE, STS-B (with their added inputs) and CoLA look up; `run --packed DIR` restores
 fp32 files with zero rows elsewhere. Rows never looked up change no output; the fp16 rounding
 moves the encoder's last hidden states by at most 0.025 (mean magnitude 0.2) on MRPC dev, so
 a packed run screens recipes, it does not reproduce a suite's figures.
@@ -57,7 +62,8 @@ from pathlib import Path
 from typing import Any
 
 MODELS = {"l6": "minilm-l6", "l3": "minilm-l3"}
-TASK_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B"}
+TASK_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B", "cola": "CoLA"}
+MAIN = {"stsb": "pearson", "cola": "mcc"}  # the main metric where it is not accuracy
 
 
 # the tenth session's screen: levers of the fine-tune itself, each against the quick suite's
@@ -73,6 +79,22 @@ RECIPES: dict[str, dict[str, Any]] = {
     "bs16": {"batch_size": 16},                      # twice the steps of half the size
 }
 TARGETS = [("l6", "mrpc"), ("l6", "rte"), ("l3", "mrpc")]
+
+# the thirteenth session's screen: the nightly recipe (suites/reproduce.yaml: no dropout,
+# 3 epochs) against more epochs at the same learning rate, on the reproduce suite's tasks
+# whose targets it misses (MRPC, RTE, CoLA) and on STS-B, which it meets
+EPOCH_RECIPES: dict[str, dict[str, Any]] = {
+    "nodrop": {"dropout": 0.0},  # 3 epochs: the nightly recipe
+    "nodrop_ep6": {"dropout": 0.0, "epochs": 6},
+    "nodrop_ep10": {"dropout": 0.0, "epochs": 10},
+}
+REPRO_TASKS = ["mrpc", "rte", "cola", "stsb"]
+
+
+def epochs(seeds: list[int]) -> list[dict[str, Any]]:
+    """The thirteenth session's screen, seed-major, the longest trainings of a seed first."""
+    return [{"kind": "ft", "model": "l6", "task": t, "inter": None, "seed": s, "recipe": r}
+            for s in seeds for r in reversed(EPOCH_RECIPES) for t in REPRO_TASKS]
 
 
 def levers(seeds: list[int]) -> list[dict[str, Any]]:
@@ -158,7 +180,7 @@ class Screen:
         import numpy as np
         import torch
         from scipy.stats import pearsonr
-        from sklearn.metrics import f1_score
+        from sklearn.metrics import f1_score, matthews_corrcoef
 
         from harness.train import predict
 
@@ -170,6 +192,8 @@ class Screen:
             return {"pearson": round(float(pearsonr(logits.reshape(len(y), -1)[:, 0], y)[0]) * 100, 2)}
         pred = logits.argmax(-1)
         out = {"acc": round(float((pred == y).mean()) * 100, 2)}
+        if task == "cola":
+            out["mcc"] = round(float(matthews_corrcoef(y, pred)) * 100, 2)
         if task == "mrpc":
             out["f1"] = round(float(f1_score(y, pred)) * 100, 2)
         return out
@@ -216,7 +240,7 @@ class Screen:
 
         task = get_task(j["task"])
         m, tok, extra = self.start(j["model"], task.num_labels, j["inter"], j["seed"])
-        lever = dict(RECIPES[j.get("recipe", "base")])
+        lever = dict({**RECIPES, **EPOCH_RECIPES}[j.get("recipe", "base")])
         groups = {k: lever.pop(k) for k in ("layer_decay", "head_lr") if k in lever}
         spec = self.spec(seed=j["seed"], **lever)
         with _param_groups(**groups):
@@ -341,7 +365,8 @@ def run(args: argparse.Namespace) -> None:
         args.data_dir = str(Path(args.packed) / "glue")
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))
-    todo = {"levers": levers, "methods": methods, "stilts": jobs}[args.screen](seeds)
+    todo = {"levers": levers, "methods": methods, "stilts": jobs,
+            "epochs": epochs}[args.screen](seeds)
     print(f"{len(todo)} jobs on {args.device}, {args.workers} workers", flush=True)
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for _ in pool.imap_unordered(_work, [(args, j) for j in todo]):
@@ -367,7 +392,7 @@ def report(path: Path) -> None:
         if "error" in r:
             print("failed:", _key(r), r["seed"], r["error"].splitlines()[-1])
             continue
-        by[_key(r)][r["seed"]] = r["acc"]
+        by[_key(r)][r["seed"]] = r[MAIN.get(r["task"], "acc")]
     for key, v in sorted(by.items(), key=str):
         xs = list(v.values())
         sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
@@ -385,6 +410,9 @@ def report(path: Path) -> None:
               if r != "base"]
     pairs += [(("method", name, "nodrop"), ("method", name, "base")) for name, _ in METHOD_JOBS]
     pairs += [(("ft", "l3", "rte", "nodrop"), ("ft", "l3", "rte", "base"))]
+    pairs += [(("ft", "l6", t, a), ("ft", "l6", t, b)) for t in REPRO_TASKS
+              for a, b in [("nodrop_ep6", "nodrop"), ("nodrop_ep10", "nodrop"),
+                           ("nodrop_ep10", "nodrop_ep6")]]
     rows = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
@@ -431,7 +459,7 @@ def pack(args: argparse.Namespace) -> None:
         for split in ("train", "dev"):
             d = load_split(task, split, data_dir=data_dir)
             for x in [d] + ([augment(d, Augment(4, 1.0), s) for s in range(3)]
-                            if split == "train" else []):
+                            if split == "train" and d.text_b is not None else []):
                 pairs = list(x.text_b) if x.text_b is not None else None
                 for ids in tok(list(x.text_a), pairs, truncation=True, max_length=128)["input_ids"]:
                     used.update(ids)
@@ -491,8 +519,9 @@ def main() -> None:
     r.add_argument("--data-dir", default="../shared/glue")
     r.add_argument("--packed", help="a folder written by `pack`")
     r.add_argument("--max-train-samples", type=int, help="a smoke check, not a screen")
-    r.add_argument("--screen", choices=["stilts", "levers", "methods"], default="stilts",
-                   help="stilts: the sixth session's jobs; levers, methods: the tenth's")
+    r.add_argument("--screen", choices=["stilts", "levers", "methods", "epochs"],
+                   default="stilts", help="stilts: the sixth session's jobs; levers, methods: "
+                   "the tenth's; epochs: the thirteenth's")
     p = sub.add_parser("pack")
     p.add_argument("dir")
     p.add_argument("--data-dir", default="../shared/glue")

@@ -14,6 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import recipe_screen as screen  # noqa: E402
 
 
+def _report(tmp_path: Path, rows: list[dict], capsys: pytest.CaptureFixture) -> str:
+    """What `report` prints for these result lines."""
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    screen.report(path)
+    return capsys.readouterr().out
+
+
 def test_jobs_are_seed_major_and_every_teacher_is_trained_before_it_is_used() -> None:
     todo = screen.jobs([42, 43])
     saved = [j["save"] for j in todo[:2]]
@@ -35,10 +43,7 @@ def test_report_pairs_by_seed_and_adjusts_for_the_comparisons(tmp_path: Path,
                      "acc": stilts})
     rows.append({"kind": "ft", "model": "l6", "task": "rte", "inter": None, "seed": 42,
                  "error": "Traceback\nRuntimeError: out of memory"})
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    screen.report(path)
-    out = capsys.readouterr().out
+    out = _report(tmp_path, rows, capsys)
     assert "('ft', 'l3', 'mrpc', None): n=3 mean 69.00 sd 1.00 range 68.00-70.00" in out
     # differences 2, 3, 1: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.46 on 2 df: p = 0.074;
     # one comparison, so q = p
@@ -53,10 +58,7 @@ def test_report_checks_each_recipe_a_a_on_its_two_halves_of_seeds(
             for i, a in enumerate(accs)]
     rows.append({"kind": "ft", "model": "l6", "task": "rte", "inter": None, "seed": 42,
                  "acc": 60.0})  # one seed: no halves to compare
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    screen.report(path)
-    out = capsys.readouterr().out.split("A/A: ", 1)[1]
+    out = _report(tmp_path, rows, capsys).split("A/A: ", 1)[1]
     # seeds 45-47 against 42-44: differences 2, 3, 1, as in the test above
     assert "('ft', 'l3', 'rte', None) A/A: n=3 mean +2.00 (sd 1.00, paired t p=0.074, q=0.074)" in out
     assert "'l6'" not in out
@@ -122,3 +124,24 @@ def test_param_groups_give_each_layer_its_rate_and_put_the_optimizer_back(tiny_b
         else:
             want = 1e-3
         assert rate[id(p)] == pytest.approx(want), name
+
+
+def test_the_epochs_screen_runs_each_length_on_each_task_longest_first() -> None:
+    todo = screen.epochs([42, 43])
+    assert [j["seed"] for j in todo] == sorted(j["seed"] for j in todo)
+    first = todo[:len(screen.REPRO_TASKS)]
+    assert {j["recipe"] for j in first} == {"nodrop_ep10"}  # a seed's longest jobs start first
+    assert {(j["task"], j["recipe"]) for j in todo if j["seed"] == 43} == {
+        (t, r) for t in screen.REPRO_TASKS for r in screen.EPOCH_RECIPES}
+    assert all(screen.EPOCH_RECIPES[r]["dropout"] == 0.0 for r in screen.EPOCH_RECIPES)
+
+
+def test_report_scores_cola_by_mcc_and_stsb_by_pearson(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    rows = [{"kind": "ft", "model": "l6", "task": "cola", "inter": None, "seed": 42,
+             "recipe": "nodrop", "acc": 80.0, "mcc": 40.0},
+            {"kind": "ft", "model": "l6", "task": "stsb", "inter": None, "seed": 42,
+             "recipe": "nodrop", "pearson": 87.0}]
+    out = _report(tmp_path, rows, capsys)
+    assert "('ft', 'l6', 'cola', 'nodrop'): n=1 mean 40.00" in out
+    assert "('ft', 'l6', 'stsb', 'nodrop'): n=1 mean 87.00" in out
