@@ -575,8 +575,13 @@ def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | No
 
 
 def _settings(record: Record) -> dict[str, object]:
-    """The settings a record was timed with: its `session`, less what was measured."""
-    return {k: v for k, v in (record.session or {}).items() if k not in ("measurement", "roofline")}
+    """The settings a record was timed with: its `session`, less what was measured, and
+    whether its rounds were taken in turns (`turn_seconds`; None: whole slices, as every
+    record before turns existed)."""
+    session = record.session or {}
+    measured = session.get("measurement") or {}
+    return ({k: v for k, v in session.items() if k not in ("measurement", "roofline")}
+            | {"turn_seconds": measured.get("turn_seconds")})
 
 
 def _settings_note(pairs: list[tuple[Record, Record]]) -> str | None:

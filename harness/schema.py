@@ -85,6 +85,11 @@ class TimingSpec(Strict):
     # for its slice (1/rounds) of min_iterations, min_seconds and max_seconds
     rounds: PositiveInt = 5
     round_order: Literal["rotate", "shuffle"] = "rotate"  # shuffle: seeded with `seed`
+    # within a round the variants take turns of this many seconds (one untimed run, then timed
+    # runs until it has passed; at least one), in a fresh seeded order each cycle, until each
+    # has its slice; a variant whose run lasts 4 turns takes its slice at once (batch 32);
+    # None: every variant's whole slice at once (before the thirteenth session)
+    turn_seconds: float | None = Field(0.025, gt=0)
     unstable_round_cv: float = Field(0.05, gt=0)  # spread of the per-round p50s that flags a row
     allow_spinning: bool = True  # onnxruntime's intra-op threads spin while waiting for work
     # onnxruntime's `session.force_spinning_stop`: a session's threads stop spinning when its

@@ -224,6 +224,10 @@ def test_changed_timing_settings_are_named_in_the_report() -> None:
     same = compare_runs([old.model_copy(update={"session": timed | {"measurement": {}}})],
                         [old], thresholds=THRESHOLDS)
     assert same.settings_note is None and "**Note:**" not in same.to_markdown()
+    turns = new.model_copy(update={"session": timed | {"measurement": {"turn_seconds": 0.025}}})
+    assert compare_runs([turns], [old], thresholds=THRESHOLDS).settings_note == (
+        "timing settings differ from the baseline (turn_seconds: None there, 0.025 here, in 1 "
+        "cells): a latency change in those cells may be theirs")  # whole slices before turns
 
 
 def test_unmatched_and_broken_cells() -> None:

@@ -177,7 +177,7 @@ def test_openvino_int8_peak_is_its_int8_gemm_so_static_qdq_efficiency_is_at_most
 def test_openvino_runners_are_timed_in_rounds_against_their_baseline(tiny_onnx: Path,
                                                                      tmp_path: Path) -> None:
     spec = TimingSpec(warmup=1, rounds=3, min_iterations=6, min_seconds=0.0, max_seconds=5.0,
-                      intra_op_threads=1)
+                      intra_op_threads=1, turn_seconds=None)  # whole slices: two runs a round
     copy = marked(tiny_onnx, tmp_path / "copy.onnx", "fp32")
     runners = {"baseline": make_runner(tiny_onnx, "openvino", spec),
                "copy": make_runner(copy, "openvino", spec)}

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from harness.timing import make_session
 from harness.timing import rounds as rounds_mod
 from harness.timing.group import time_group
 from harness.timing.rounds import (
+    Rounds,
     Slice,
     log_ratio_ci,
     paired_speedup,
@@ -24,7 +28,9 @@ from harness.timing.rounds import (
     time_rounds,
 )
 
-SPEC = TimingSpec(warmup=2, rounds=4, min_iterations=8, min_seconds=0.0, max_seconds=5.0)
+SPEC = TimingSpec(warmup=2, rounds=4, min_iterations=8, min_seconds=0.0, max_seconds=5.0,
+                  turn_seconds=None)
+TURNS = SPEC.model_copy(update={"turn_seconds": 1e-9})  # one timed run per turn
 
 
 def test_rotate_order_starts_each_round_with_the_next_variant() -> None:
@@ -61,6 +67,80 @@ def test_rounds_interleave_in_the_recorded_order() -> None:
         assert result.sizes(name) == [2, 2, 2, 2]
         assert len(result.flat(name)) == 8 and all(x >= 0 for x in result.flat(name))
         assert result.stopped_by[name] == ["criteria met"] * 4
+
+
+def test_turns_of_long_runs_take_each_slice_at_once_as_slices_do() -> None:
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("base", "int8", "prune")}
+    result = time_rounds(steps, TURNS)  # 1 ns turns: every run outlasts LONG_RUN turns
+    slices: list[str] = []
+    sliced = {name: (lambda name=name: slices.append(name)) for name in steps}
+    time_rounds(sliced, SPEC)
+    assert calls == slices and result.order == round_orders(list(steps), 4)
+    for name in steps:
+        assert result.sizes(name) == [2, 2, 2, 2]
+        assert result.stopped_by[name] == ["criteria met"] * 4
+
+
+def _turns(spec: TimingSpec, names: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+           ) -> tuple[list[str], Rounds]:
+    """Calls of 1-ms steps, with "|" where the timed part of each turn starts."""
+    calls: list[str] = []
+    timed = rounds_mod.time_until
+
+    def mark_then_time(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append("|")
+        return timed(*args, **kwargs)
+
+    def step(name: str) -> None:
+        calls.append(name)
+        time.sleep(0.001)
+
+    monkeypatch.setattr(rounds_mod, "time_until", mark_then_time)
+    return calls, time_rounds({n: (lambda n=n: step(n)) for n in names}, spec,
+                              mark=lambda: calls.append("R"))  # "R": a round starts or ends
+
+
+def test_short_runs_take_turns_in_a_fresh_seeded_order_each_cycle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = TURNS.model_copy(update={"turn_seconds": 0.005, "rounds": 2, "warmup": 0,
+                                    "min_iterations": 2, "min_seconds": 0.03})
+    names = ("a", "b", "c")
+    calls, result = _turns(spec, names, monkeypatch)
+    starts = [i for i, c in enumerate(calls) if c == "|"]
+    assert all(calls[i - 1] == calls[i + 1] for i in starts)  # an untimed run of the same variant
+    rounds = "".join(calls).strip("R").split("R")
+    assert len(rounds) == 2
+    for r, done in enumerate(rounds):
+        turns = [done[i + 1] for i, c in enumerate(done) if c == "|"]
+        cycles = [turns[i:i + 3] for i in range(0, len(turns), 3)]
+        assert len(cycles) >= 2  # 5 ms turns, 15 ms of timed runs each a round
+        assert cycles == list(islice(rounds_mod.cycle_orders(result.order[r], spec.seed, r),
+                                     len(cycles)))
+    assert all(sum(r) >= 15 for name in names for r in result.samples_ms[name])
+    assert result.stopped_by == {n: ["criteria met"] * 2 for n in names}
+
+
+def test_turns_stop_at_the_rounds_max_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = TURNS.model_copy(update={"turn_seconds": 0.002, "rounds": 1, "warmup": 0,
+                                    "min_seconds": 0.02, "max_seconds": 0.02,
+                                    "min_iterations": 10_000})
+    _, result = _turns(spec, ("a", "b"), monkeypatch)
+    assert result.stopped_by == {"a": ["max_seconds"], "b": ["max_seconds"]}
+    assert 0.04 <= result.seconds < 1.0  # max_seconds (0.02) per variant, two variants
+
+
+def test_cycle_orders_are_seeded_per_round_and_balance_who_runs_after_whom() -> None:
+    names = ["a", "b", "c", "d"]
+    def take(seed: int, r: int) -> list[list[str]]:
+        return list(islice(rounds_mod.cycle_orders(names, seed, r), 400))
+
+    cycles = take(0, 0)
+    assert cycles[0] == names and all(sorted(c) == names for c in cycles)
+    assert cycles == take(0, 0) and cycles != take(0, 1) and cycles != take(1, 0)
+    after = Counter((c[i], c[i + 1]) for c in cycles for i in range(3))
+    assert set(after) == {(x, y) for x in names for y in names if x != y}
+    assert min(after.values()) > 0.6 * max(after.values())  # no fixed neighbour, unlike a rotation
 
 
 def test_split_rounds_round_trips_and_checks_sizes() -> None:
@@ -119,9 +199,11 @@ def matmul_chain(path: Path, depth: int, n: int = 64) -> Path:
     return path
 
 
-def test_time_group_gives_paired_fields_per_variant(tmp_path: Path) -> None:
+@pytest.mark.parametrize("turn_seconds", [None, 1e-9])  # whole slices; turns of one run
+def test_time_group_gives_paired_fields_per_variant(tmp_path: Path,
+                                                    turn_seconds: float | None) -> None:
     spec = TimingSpec(warmup=1, rounds=3, min_iterations=6, min_seconds=0.0, max_seconds=5.0,
-                      intra_op_threads=1)
+                      intra_op_threads=1, turn_seconds=turn_seconds)
     # 256-wide: each MatMul's work, not the per-call overhead, sets the time (at 64 wide a
     # busy moment once brought the 8-to-1 ratio down to 1.14)
     paths = {"baseline": matmul_chain(tmp_path / "big.onnx", 8, n=256),
@@ -134,6 +216,7 @@ def test_time_group_gives_paired_fields_per_variant(tmp_path: Path) -> None:
         assert got["round_sizes"] == [2, 2, 2] and len(got["samples_ms"]) == got["n_timed"] == 6
         assert got["round_order"] == round_orders(["baseline", "small"], 3)
         assert got["session"]["measurement"]["rounds"] == 3
+        assert got["session"]["measurement"]["turn_seconds"] == turn_seconds
         assert got["session"]["allow_spinning"] is True
         measured = got["session"]["measurement"]
         assert len(measured["round_others_load"]) == len(measured["round_steal"]) == 3

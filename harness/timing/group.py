@@ -60,6 +60,7 @@ def time_group(sessions: Mapping[str, ort.InferenceSession | Runner], provider: 
               "gpu_mem_mb": gpu_mem_mb() if provider == "cuda" else None}
     details = {"warmup": spec.warmup, "rounds": spec.rounds, "round_order": spec.round_order,
                "slice": vars(Slice.of(spec)), "slice_warmup": SLICE_WARMUP,
+               "turn_seconds": spec.turn_seconds,
                "group_seconds": round(wall, 3), "group": list(sessions),
                "others_load": others, "cpu_busy_per_core": per_core,
                "round_others_load": [load_between(a, b)[0] for a, b in marks],

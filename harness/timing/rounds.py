@@ -4,7 +4,11 @@ A group is the variants (method pipelines) of one (model, task, provider, batch,
 sessions stay open and `spec.rounds` rounds each run every variant for its slice (1/rounds)
 of the spec's iterations and seconds. The machine's speed drifts and flips between modes over
 seconds (docs/timing.md); a variant and its baseline timed in the same round see the same mode,
-so their per-round ratio is stable where their separate medians are not.
+so their per-round ratio is stable where their separate medians are not. Within a round the
+slices are taken in turns of `spec.turn_seconds` (the variants' order reshuffled every cycle),
+so a variant and its baseline are timed tens of milliseconds apart rather than a slice apart:
+on a 2-core VM whose speed moves within a second this cut the spread of per-round ratios at
+batch 1 by two to three times (docs/timing.md, "Turns").
 
 Backend-agnostic: a variant is a zero-argument callable running one inference (an
 onnxruntime session with its feed, or any other backend's `run(feed)` bound to its feed).
@@ -14,7 +18,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,7 @@ from harness.timing.loop import time_until
 
 Step = Callable[[], Any]
 SLICE_WARMUP = 1  # untimed runs at the start of each slice: caches refill after a switch
+LONG_RUN = 4  # in turns, a variant whose run lasts this many turns takes its slice at once
 CONFIDENCE = 0.95
 
 
@@ -65,6 +70,52 @@ def timed_slice(step: Step, part: Slice) -> tuple[list[int], str]:
     return time_until(step, part.iterations, part.seconds, part.max_seconds)
 
 
+def cycle_orders(first: Sequence[str], seed: int, round_index: int) -> Iterator[list[str]]:
+    """The variants' order in each cycle of turns of one round: the round's own order first,
+    then a permutation per cycle seeded with (seed, round), so every variant follows every
+    other about equally often."""
+    yield list(first)
+    rng = np.random.default_rng([seed, round_index])
+    while True:
+        yield [first[i] for i in rng.permutation(len(first))]
+
+
+def timed_turns(steps: Mapping[str, Step], first: Sequence[str], part: Slice,
+                turn_seconds: float, seed: int, round_index: int
+                ) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """One round taken in turns: cycle after cycle every variant runs SLICE_WARMUP times
+    untimed, then timed (ns) until `turn_seconds` have passed (at least one run), until every
+    variant has `part.iterations` runs AND `part.seconds` of timed runs, or the round has
+    lasted `part.max_seconds` per variant. A variant whose first run lasts LONG_RUN turns or
+    more (batch 32) takes the rest of its slice in that turn, as a whole slice: its runs are
+    seconds apart from the others' whichever way, and a run after a run of its own needs no
+    untimed run. Returns each variant's samples and stop reason."""
+    ns: dict[str, list[int]] = {n: [] for n in first}
+    why: dict[str, str] = {}  # the variants that took their slice at once, and how it ended
+    clock = time.perf_counter_ns
+    start = clock()
+    max_end = start + int(part.max_seconds * len(first) * 1e9)
+    need_ns, long_ns = part.seconds * 1e9, LONG_RUN * turn_seconds * 1e9
+    for order in cycle_orders(first, seed, round_index):
+        for name in (n for n in order if n not in why):
+            for _ in range(SLICE_WARMUP):
+                steps[name]()
+            ns[name] += time_until(steps[name], 1, turn_seconds, turn_seconds, clock)[0]
+            if ns[name][0] < long_ns:
+                continue
+            why[name] = "criteria met"
+            if len(ns[name]) < part.iterations or sum(ns[name]) < need_ns:
+                more, why[name] = time_until(
+                    steps[name], part.iterations - len(ns[name]),
+                    (need_ns - sum(ns[name])) / 1e9, part.max_seconds - sum(ns[name]) / 1e9)
+                ns[name] += more
+        if all(len(x) >= part.iterations and sum(x) >= need_ns for x in ns.values()):
+            return ns, {n: why.get(n, "criteria met") for n in first}
+        if clock() >= max_end:
+            return ns, {n: why.get(n, "max_seconds") for n in first}
+    raise AssertionError("unreachable")  # cycle_orders never ends
+
+
 @dataclass
 class Rounds:
     """Raw samples (ms) of every variant in every round, and the order they ran in."""
@@ -85,7 +136,8 @@ class Rounds:
 
 def time_rounds(steps: Mapping[str, Step], spec: TimingSpec,
                 mark: Callable[[], Any] | None = None) -> Rounds:
-    """Warm every variant up (spec.warmup runs), then run spec.rounds interleaved rounds.
+    """Warm every variant up (spec.warmup runs), then run spec.rounds interleaved rounds:
+    each variant's slice at once (`spec.turn_seconds` None) or in turns (`timed_turns`).
 
     The GC is off while timing. Samples are kept per round; nothing is discarded. `mark`
     (e.g. CPU counters) is called before each round and after the last one.
@@ -104,13 +156,18 @@ def time_rounds(steps: Mapping[str, Step], spec: TimingSpec,
     start = time.perf_counter()
     marks = []
     try:
-        for names_in_round in order:
+        for index, names_in_round in enumerate(order):
             if mark is not None:
                 marks.append(mark())
-            for name in names_in_round:
-                ns, why = timed_slice(steps[name], part)
-                samples[name].append((np.asarray(ns, dtype=np.float64) / 1e6).tolist())
-                stopped[name].append(why)
+            if spec.turn_seconds is None:
+                taken = {n: timed_slice(steps[n], part) for n in names_in_round}
+            else:
+                ns, why = timed_turns(steps, names_in_round, part, spec.turn_seconds,
+                                      spec.seed, index)
+                taken = {n: (ns[n], why[n]) for n in names_in_round}
+            for name, (ns_, reason) in taken.items():
+                samples[name].append((np.asarray(ns_, dtype=np.float64) / 1e6).tolist())
+                stopped[name].append(reason)
         if mark is not None:
             marks.append(mark())
     finally:
