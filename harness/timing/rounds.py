@@ -8,7 +8,7 @@ so their per-round ratio is stable where their separate medians are not. Within 
 slices are taken in turns of `spec.turn_seconds` (the variants' order reshuffled every cycle),
 so a variant and its baseline are timed tens of milliseconds apart rather than a slice apart:
 on a 2-core VM whose speed moves within a second this cut the spread of per-round ratios at
-batch 1 by two to three times (docs/timing.md, "Turns").
+batch 1 by two to four times (docs/timing.md, "Turns").
 
 Backend-agnostic: a variant is a zero-argument callable running one inference (an
 onnxruntime session with its feed, or any other backend's `run(feed)` bound to its feed).
@@ -93,8 +93,7 @@ def timed_turns(steps: Mapping[str, Step], first: Sequence[str], part: Slice,
     ns: dict[str, list[int]] = {n: [] for n in first}
     why: dict[str, str] = {}  # the variants that took their slice at once, and how it ended
     clock = time.perf_counter_ns
-    start = clock()
-    max_end = start + int(part.max_seconds * len(first) * 1e9)
+    max_end = clock() + int(part.max_seconds * len(first) * 1e9)
     need_ns, long_ns = part.seconds * 1e9, LONG_RUN * turn_seconds * 1e9
     for order in cycle_orders(first, seed, round_index):
         for name in (n for n in order if n not in why):
