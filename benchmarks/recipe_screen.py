@@ -84,9 +84,9 @@ TARGETS = [("l6", "mrpc"), ("l6", "rte"), ("l3", "mrpc")]
 # 3 epochs) against more epochs at the same learning rate, on the reproduce suite's tasks
 # whose targets it misses (MRPC, RTE, CoLA) and on STS-B, which it meets
 EPOCH_RECIPES: dict[str, dict[str, Any]] = {
-    "nodrop": {"dropout": 0.0},  # 3 epochs: the nightly recipe
-    "nodrop_ep6": {"dropout": 0.0, "epochs": 6},
-    "nodrop_ep10": {"dropout": 0.0, "epochs": 10},
+    "nodrop": RECIPES["nodrop"],  # 3 epochs: the nightly recipe
+    "nodrop_ep6": RECIPES["nodrop"] | {"epochs": 6},
+    "nodrop_ep10": RECIPES["nodrop"] | {"epochs": 10},
 }
 REPRO_TASKS = ["mrpc", "rte", "cola", "stsb"]
 

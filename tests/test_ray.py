@@ -148,8 +148,8 @@ def test_ray_and_local_give_the_same_records(ray_address: str, tmp_path: Path,
             assert r.node and len(r.node) == 56 and r.machine == loc[key].machine
             # one timing task per group: both variants in the same rounds, as locally
             assert sorted(r.round_order[0]) == ["baseline", "prune-structured"]
-            assert r.speedup is not None and len(r.round_sizes) == 5  # five rounds,
-            assert min(r.round_sizes) >= 1  # at least ceil(3 / 5) runs each (more in turns)
+            assert r.speedup is not None and len(r.round_sizes) == 5  # five rounds of at
+            assert min(r.round_sizes) >= 1  # least ceil(3 / 5) runs each (more in turns)
             assert loc[key].node is None
     assert json.loads((remote.run_dir / "manifest.json").read_text())["executor"] == "ray"
 

@@ -30,7 +30,7 @@ from harness.timing.rounds import (
 
 SPEC = TimingSpec(warmup=2, rounds=4, min_iterations=8, min_seconds=0.0, max_seconds=5.0,
                   turn_seconds=None)
-TURNS = SPEC.model_copy(update={"turn_seconds": 1e-9})  # one timed run per turn
+TURNS = SPEC.model_copy(update={"turn_seconds": 1e-9})  # every run outlasts LONG_RUN turns
 
 
 def test_rotate_order_starts_each_round_with_the_next_variant() -> None:
@@ -199,7 +199,7 @@ def matmul_chain(path: Path, depth: int, n: int = 64) -> Path:
     return path
 
 
-@pytest.mark.parametrize("turn_seconds", [None, 1e-9])  # whole slices; turns of one run
+@pytest.mark.parametrize("turn_seconds", [None, 1e-9])  # slices; 1 ns turns (long runs)
 def test_time_group_gives_paired_fields_per_variant(tmp_path: Path,
                                                     turn_seconds: float | None) -> None:
     spec = TimingSpec(warmup=1, rounds=3, min_iterations=6, min_seconds=0.0, max_seconds=5.0,

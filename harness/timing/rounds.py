@@ -95,6 +95,10 @@ def timed_turns(steps: Mapping[str, Step], first: Sequence[str], part: Slice,
     clock = time.perf_counter_ns
     max_end = clock() + int(part.max_seconds * len(first) * 1e9)
     need_ns, long_ns = part.seconds * 1e9, LONG_RUN * turn_seconds * 1e9
+
+    def has_slice(x: list[int]) -> bool:
+        return len(x) >= part.iterations and sum(x) >= need_ns
+
     for order in cycle_orders(first, seed, round_index):
         for name in (n for n in order if n not in why):
             for _ in range(SLICE_WARMUP):
@@ -103,12 +107,12 @@ def timed_turns(steps: Mapping[str, Step], first: Sequence[str], part: Slice,
             if ns[name][0] < long_ns:
                 continue
             why[name] = "criteria met"
-            if len(ns[name]) < part.iterations or sum(ns[name]) < need_ns:
+            if not has_slice(ns[name]):
                 more, why[name] = time_until(
                     steps[name], part.iterations - len(ns[name]),
                     (need_ns - sum(ns[name])) / 1e9, part.max_seconds - sum(ns[name]) / 1e9)
                 ns[name] += more
-        if all(len(x) >= part.iterations and sum(x) >= need_ns for x in ns.values()):
+        if all(has_slice(x) for x in ns.values()):
             return ns, {n: why.get(n, "criteria met") for n in first}
         if clock() >= max_end:
             return ns, {n: why.get(n, "max_seconds") for n in first}
