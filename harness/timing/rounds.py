@@ -82,14 +82,14 @@ def cycle_orders(first: Sequence[str], seed: int, round_index: int) -> Iterator[
 
 def timed_turns(steps: Mapping[str, Step], first: Sequence[str], part: Slice,
                 turn_seconds: float, seed: int, round_index: int
-                ) -> tuple[dict[str, list[int]], dict[str, str]]:
+                ) -> dict[str, tuple[list[int], str]]:
     """One round taken in turns: cycle after cycle every variant runs SLICE_WARMUP times
     untimed, then timed (ns) until `turn_seconds` have passed (at least one run), until every
     variant has `part.iterations` runs AND `part.seconds` of timed runs, or the round has
     lasted `part.max_seconds` per variant. A variant whose first run lasts LONG_RUN turns or
     more (batch 32) takes the rest of its slice in that turn, as a whole slice: its runs are
     seconds apart from the others' whichever way, and a run after a run of its own needs no
-    untimed run. Returns each variant's samples and stop reason."""
+    untimed run. Returns each variant's samples and stop reason, as `timed_slice` does."""
     ns: dict[str, list[int]] = {n: [] for n in first}
     why: dict[str, str] = {}  # the variants that took their slice at once, and how it ended
     clock = time.perf_counter_ns
@@ -113,9 +113,9 @@ def timed_turns(steps: Mapping[str, Step], first: Sequence[str], part: Slice,
                     (need_ns - sum(ns[name])) / 1e9, part.max_seconds - sum(ns[name]) / 1e9)
                 ns[name] += more
         if all(has_slice(x) for x in ns.values()):
-            return ns, {n: why.get(n, "criteria met") for n in first}
+            return {n: (ns[n], why.get(n, "criteria met")) for n in first}
         if clock() >= max_end:
-            return ns, {n: why.get(n, "max_seconds") for n in first}
+            return {n: (ns[n], why.get(n, "max_seconds")) for n in first}
     raise AssertionError("unreachable")  # cycle_orders never ends
 
 
@@ -162,14 +162,12 @@ def time_rounds(steps: Mapping[str, Step], spec: TimingSpec,
         for index, names_in_round in enumerate(order):
             if mark is not None:
                 marks.append(mark())
-            if spec.turn_seconds is None:
-                taken = {n: timed_slice(steps[n], part) for n in names_in_round}
-            else:
-                ns, why = timed_turns(steps, names_in_round, part, spec.turn_seconds,
-                                      spec.seed, index)
-                taken = {n: (ns[n], why[n]) for n in names_in_round}
-            for name, (ns_, reason) in taken.items():
-                samples[name].append((np.asarray(ns_, dtype=np.float64) / 1e6).tolist())
+            taken = ({n: timed_slice(steps[n], part) for n in names_in_round}
+                     if spec.turn_seconds is None else
+                     timed_turns(steps, names_in_round, part, spec.turn_seconds, spec.seed,
+                                 index))
+            for name, (ns, reason) in taken.items():
+                samples[name].append((np.asarray(ns, dtype=np.float64) / 1e6).tolist())
                 stopped[name].append(reason)
         if mark is not None:
             marks.append(mark())
