@@ -145,3 +145,30 @@ def test_report_scores_cola_by_mcc_and_stsb_by_pearson(tmp_path: Path,
     out = _report(tmp_path, rows, capsys)
     assert "('ft', 'l6', 'cola', 'nodrop'): n=1 mean 40.00" in out
     assert "('ft', 'l6', 'stsb', 'nodrop'): n=1 mean 87.00" in out
+
+
+def test_gaps_trains_its_teacher_first_and_only_rte_at_256_tokens() -> None:
+    todo = screen.gaps([42, 43, 44, 45])
+    assert todo[0]["save"] == "l6-mrpc-nodrop-42"
+    assert all(j["teacher"] == "l6-mrpc-nodrop-42" for j in todo if j["kind"] == "method")
+    seeds = [j["seed"] for j in todo]
+    assert seeds == sorted(seeds)
+    long = [(j["seed"], j["params"]["epochs"]) for j in todo if j["kind"] == "method"]
+    assert long == [(s, e) for s in (42, 43, 44) for e in screen.SPARSE_EPOCHS]
+    at256 = {j["task"] for j in todo if j.get("recipe") == "nodrop_seq256"}
+    assert at256 == {"rte"}
+    # 4 tasks x 2 recipes + RTE at 256 per seed; seed 42's MRPC fine-tune is the teacher
+    assert sum(j["kind"] == "ft" and j["seed"] == 43 for j in todo) == 9
+    assert sum(j["kind"] == "ft" and j["seed"] == 42 for j in todo) == 9
+
+
+def test_report_keys_a_longer_recovery_apart_from_the_suites(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [{"kind": "method", "method": "prune-unstructured", "model": "l6", "task": "mrpc",
+             "recipe": "nodrop", "seed": 42 + i, "params": {"sparsity": 0.8, "epochs": e},
+             "acc": a} for e, accs in [(3, (70.0, 71.0, 72.0)), (10, (72.0, 74.0, 73.0))]
+            for i, a in enumerate(accs)]
+    out = _report(tmp_path, rows, capsys)
+    # differences 2, 3, 1 as above
+    assert ("('method', 'prune-unstructured', 'nodrop', 10, 0) - ('method', "
+            "'prune-unstructured', 'nodrop', 3, 0): n=3 mean +2.00 (sd 1.00, paired t p=0.074, q=0.074)") in out
