@@ -25,7 +25,6 @@ from harness.timing.env import environment, machine_fingerprint
 
 log = logging.getLogger(__name__)
 SUITE_COPY = "suite.yaml"
-NATIVE_BF16 = ("avx512_bf16", "amx_bf16")  # CPU flags with which `precision: auto` trains in bf16
 
 
 @dataclass
@@ -101,13 +100,15 @@ def _run(store: RunStore, suite: Suite, suite_path: Path, cells: list[Cell], cho
 
 def _note_fp32_training(suite: Suite, env: dict) -> None:
     """Say up front when `precision: auto` will train in fp32 on this CPU: over four times
-    the time a step (docs/baselines.md), which a cold quick-suite run feels as hours."""
-    flags = env.get("cpu_flags") or {}
-    if suite.finetune.precision == "auto" and not env.get("gpus") and not any(
-            flags.get(f) for f in NATIVE_BF16):
+    the time a step (docs/baselines.md), which a cold quick-suite run feels as hours. The
+    precision comes from the fine-tune's own detection, so the notice cannot disagree with
+    what trains."""
+    from harness.train import resolve_precision  # torch: only when a run starts
+
+    if (suite.finetune.precision == "auto" and not env.get("gpus")
+            and resolve_precision("auto", "cpu") == "fp32"):
         log.info("fine-tunes that are not cached train in fp32: this CPU has no native bf16 "
-                 "(%s), where a step takes over four times as long as with it",
-                 " or ".join(NATIVE_BF16))
+                 "(AVX512-BF16 or AMX), where a step takes over four times as long as with it")
 
 
 def _keep_suite(store: RunStore, suite_path: Path, force: bool) -> None:

@@ -138,21 +138,22 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert resolve_precision("bf16", "cpu") == "bf16"
 
 
-@pytest.mark.parametrize(("precision", "flags", "gpus", "said"), [
-    ("auto", {"avx2": True, "avx512_bf16": False, "amx_bf16": False}, [], True),
-    ("auto", {"avx2": True, "avx512_bf16": True}, [], False),
-    ("auto", {"amx_bf16": True}, [], False),
-    ("auto", {"avx2": True}, ["H100"], False),  # fine-tunes run on the GPU
-    ("fp32", {"avx2": True}, [], False),  # asked for: nothing to tell
+@pytest.mark.parametrize(("precision", "native", "gpus", "said"), [
+    ("auto", False, [], True),
+    ("auto", True, [], False),
+    ("auto", False, ["H100"], False),  # fine-tunes run on the GPU
+    ("fp32", False, [], False),  # asked for: nothing to tell
 ])
-def test_a_run_says_up_front_when_auto_will_train_in_fp32(caplog, precision, flags, gpus, said):
+def test_a_run_says_up_front_when_auto_will_train_in_fp32(caplog, monkeypatch, precision, native,
+                                                          gpus, said):
     from types import SimpleNamespace
 
     from harness.run import _note_fp32_training
 
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: native)  # the fine-tune's detection
     suite = SimpleNamespace(finetune=FinetuneSpec(precision=precision))
     with caplog.at_level("INFO", logger="harness.run"):
-        _note_fp32_training(suite, {"cpu_flags": flags, "gpus": gpus})
+        _note_fp32_training(suite, {"gpus": gpus})
     assert ("train in fp32: this CPU has no native bf16" in caplog.text) is said
 
 
