@@ -1,6 +1,7 @@
 """Do consecutive rounds of one group share the machine's mode? If so, a group's mean ratio
 moves between runs by more than its rounds' spread says, and rounds spread apart in time
-(`time_groups`: the shapes' rounds alternate) average over more modes.
+(e.g. one shape's rounds alternating with another's) would average over more modes
+(docs/timing.md, "Fifteenth session": tried in the harness, and not kept).
 
     python benchmarks/round_spacing.py BASE.onnx VARIANT.onnx [VARIANT.onnx ...] [--batch 1]
         [--seconds 420] [--out series.json]

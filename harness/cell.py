@@ -103,8 +103,7 @@ class CellRunner:
     def time(self, results: dict[Cell, BuildResult], todo: dict[Cell, list[Shape]]
              ) -> list[Record]:
         """Records of a group's todo shapes: the built cells are timed together, provider by
-        provider, every shape in interleaved rounds that alternate between the shapes
-        (harness.timing.rounds)."""
+        provider and shape by shape, in interleaved rounds (harness.timing.rounds)."""
         records = [self.record(c, s, status=r.status, error=r.error, stage="build", trace=r.trace)
                    for c, r in results.items() if r.built is None for s in todo.get(c, [])]
         built = {c: r.built for c, r in results.items() if r.built is not None}
@@ -151,9 +150,8 @@ def groups(cells: list[Cell]) -> list[list[Cell]]:
 
 class GroupTimer:
     """One provider's sessions for every built cell of a group, open while its shapes are
-    timed, all shapes at once with their rounds alternating (a batch-1 round, then a
-    batch-32 round, ...); a cell whose session cannot be made or run is recorded alone, and
-    so is one with no dev metric on this provider's runtime (a timing alone would mislead).
+    timed; a cell whose session cannot be made or run is recorded alone, and so is one with
+    no dev metric on this provider's runtime (a timing alone would mislead).
 
     A session is the provider's runner (harness.timing.make_runner): onnxruntime for cpu and
     cuda, OpenVINO for openvino; each provider's variants are timed against its own baseline.
@@ -183,10 +181,10 @@ class GroupTimer:
                                                   self.spec)
             except Exception as exc:  # noqa: BLE001 - this cell only
                 self.failed[cell] = self._failure(cell, exc)
-        shapes = dict.fromkeys(s for shapes in need.values() for s in shapes)
-        plans = [self.prepare(shape, [c for c, s in need.items() if shape in s])
-                 for shape in shapes]
-        records = self.time(plans)
+        records = []
+        for _, batch, seq in dict.fromkeys(s for shapes in need.values() for s in shapes):
+            shape = (self.provider, batch, seq)
+            records += self.shape(shape, [c for c, s in need.items() if shape in s])
         self.sessions.clear()  # their thread pools must not compete with later work
         return records
 
@@ -197,91 +195,56 @@ class GroupTimer:
                   one_line(exc))
         return "failed", one_line(exc), traceback.format_exc(), "time"
 
-    def prepare(self, shape: Shape, wanted: list[Cell]) -> ShapePlan:
-        """The wanted cells of one shape with the baseline beside them: each one's inputs,
-        smoke-run and checked on the device, or its failure."""
-        from harness.timing import device_check, feed_for, make_inputs
+    def shape(self, shape: Shape, wanted: list[Cell]) -> list[Record]:
+        """Time the wanted cells of one shape with the baseline beside them; their records."""
+        from harness.timing import device_check, feed_for, make_inputs, roofline_of, time_group
 
         _, batch, seq = shape
-        plan = ShapePlan(shape, wanted, failed=dict(self.failed))  # session failures hold
-        plan.timed = {c: s for c, s in self.sessions.items()  # for every shape, run ones not
-                      if c not in self.failed and (c in wanted or c.pipeline.label == BASELINE)}
+        timed = {c: s for c, s in self.sessions.items()
+                 if c not in self.failed and (c in wanted or c.pipeline.label == BASELINE)}
+        feeds: dict[Cell, Any] = {}
+        failed = dict(self.failed)  # session failures hold for every shape, run failures not
         dev = self.runner.stages.split(wanted[0].task, "dev")
-        for cell in list(plan.timed):
+        for cell in list(timed):
             try:
                 if cell not in self.tokenizers:
                     self.tokenizers[cell] = self.built[cell].tokenizer()
-                plan.feeds[cell] = make_inputs(self.tokenizers[cell], dev.text_a, dev.text_b,
-                                               batch, seq, self.spec.seed)
-                _smoke(plan.timed[cell], plan.feeds[cell])
+                feeds[cell] = make_inputs(self.tokenizers[cell], dev.text_a, dev.text_b,
+                                          batch, seq, self.spec.seed)
+                _smoke(timed[cell], feeds[cell])
                 if cell not in self.checked:  # placement and agreement with the CPU
-                    self.checked[cell] = device_check(
-                        self.built[cell].onnx_path, self.provider, self.spec,
-                        feed_for(plan.timed[cell], plan.feeds[cell]), plan.timed[cell])
+                    self.checked[cell] = device_check(self.built[cell].onnx_path, self.provider,
+                                                      self.spec, feed_for(timed[cell], feeds[cell]),
+                                                      timed[cell])
             except Exception as exc:  # noqa: BLE001 - this cell only
-                plan.failed[cell] = self._failure(cell, exc)
-                del plan.timed[cell]
-        return plan
-
-    def time(self, plans: list[ShapePlan]) -> list[Record]:
-        """Time every shape's cells at once, their rounds alternating between the shapes
-        (harness.timing.time_groups); the records of every shape."""
-        from harness.timing import Group, time_groups
-
-        live = [p for p in plans if p.timed]
-        groups = [Group({c.pipeline.label: s for c, s in p.timed.items()},
-                        {c.pipeline.label: f for c, f in p.feeds.items()}, p.shape[1],
-                        next((c.pipeline.label for c in p.timed
-                              if c.pipeline.label == BASELINE), None), p.shape[2])
-                  for p in live]
+                failed[cell] = self._failure(cell, exc)
+                del timed[cell]
+        base = next((c.pipeline.label for c in timed if c.pipeline.label == BASELINE), None)
         try:
-            timed: list[Any] = time_groups(groups, self.provider, self.spec) if live else []
-        except Exception as exc:  # noqa: BLE001 - the timing of every shape broke
-            timed = [exc] * len(live)
-        got = dict(zip([p.shape for p in live], timed, strict=True))
-        return [r for p in plans for r in self.records(p, got.get(p.shape, {}))]
-
-    def records(self, plan: ShapePlan, fields: dict[str, dict[str, Any]] | Exception
-                ) -> list[Record]:
-        """One shape's records: timed, or failed with their own or the group's error."""
-        from harness.timing import roofline_of
-
-        _, batch, seq = plan.shape
-        if isinstance(fields, Exception):  # the whole group's timing broke
-            log.error("%s %s failed: %s (traceback in run.log)", group_label(plan.wanted),
-                      plan.shape, one_line(fields))
-            trace = "".join(traceback.format_exception(fields))
-            return [self.runner.record(c, plan.shape, self.built[c], status="failed",
-                                       error=one_line(fields), stage="time", trace=trace)
-                    for c in plan.wanted]
+            fields = time_group({c.pipeline.label: s for c, s in timed.items()}, self.provider,
+                                self.spec, {c.pipeline.label: f for c, f in feeds.items()},
+                                batch, baseline=base) if timed else {}
+        except Exception as exc:  # noqa: BLE001 - the whole group's timing broke
+            log.error("%s %s failed: %s (traceback in run.log)", group_label(wanted), shape,
+                      one_line(exc))
+            trace = traceback.format_exc()
+            return [self.runner.record(c, shape, self.built[c], status="failed",
+                                       error=one_line(exc), stage="time", trace=trace)
+                    for c in wanted]
         records = []
-        for cell in plan.wanted:
-            if cell in plan.failed:
-                status, error, trace, stage = plan.failed[cell]
-                records.append(self.runner.record(cell, plan.shape, self.built[cell],
-                                                  status=status, error=error, stage=stage,
-                                                  trace=trace))
+        for cell in wanted:
+            if cell in failed:
+                status, error, trace, stage = failed[cell]
+                records.append(self.runner.record(cell, shape, self.built[cell], status=status,
+                                                  error=error, stage=stage, trace=trace))
                 continue
             got = fields[cell.pipeline.label]
             got["session"] = {**got.get("session", {}), **self.checked.get(cell, {})}
             got |= roofline_of(self.built[cell].onnx_path, self.provider, self.spec, batch, seq,
                                got, self.runner._flops(self.built[cell], batch, seq),
                                self.runner.peak_store)
-            records.append(self.runner.record(cell, plan.shape, self.built[cell], status="ok",
-                                              **got))
+            records.append(self.runner.record(cell, shape, self.built[cell], status="ok", **got))
         return records
-
-
-@dataclass
-class ShapePlan:
-    """One shape's cells before timing: the sessions to time, their inputs, the failures."""
-
-    shape: Shape
-    wanted: list[Cell]
-    timed: dict[Cell, Any] = field(default_factory=dict)
-    feeds: dict[Cell, Any] = field(default_factory=dict)
-    # cell -> (status, error, trace, stage)
-    failed: dict[Cell, tuple[str, str, str | None, str]] = field(default_factory=dict)
 
 
 def _smoke(runner: Any, feed: Any) -> None:

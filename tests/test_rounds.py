@@ -26,7 +26,6 @@ from harness.timing.rounds import (
     round_cv,
     round_orders,
     time_rounds,
-    time_rounds_together,
 )
 
 SPEC = TimingSpec(warmup=2, rounds=4, min_iterations=8, min_seconds=0.0, max_seconds=5.0,
@@ -68,39 +67,6 @@ def test_rounds_interleave_in_the_recorded_order() -> None:
         assert result.sizes(name) == [2, 2, 2, 2]
         assert len(result.flat(name)) == 8 and all(x >= 0 for x in result.flat(name))
         assert result.stopped_by[name] == ["criteria met"] * 4
-
-
-def test_groups_timed_together_alternate_round_by_round() -> None:
-    calls: list[str] = []
-    small = {n: (lambda n=n: calls.append(f"b1:{n}")) for n in ("base", "int8")}
-    big = {n: (lambda n=n: calls.append(f"b32:{n}")) for n in ("base", "int8")}
-    counter = iter(range(100))
-    got = time_rounds_together([small, big], SPEC, [lambda: next(counter)] * 2)
-    warm = SPEC.warmup * 4
-    per_round = 2 * (rounds_mod.SLICE_WARMUP + 2)  # two variants, each warm-up + 2 timed
-    blocks = [calls[i:i + per_round] for i in range(warm, len(calls), per_round)]
-    # round 0: b1 then b32; round 1: b32 then b1 (the groups' order rotates), ...
-    assert [b[0].split(":")[0] for b in blocks] == ["b1", "b32", "b32", "b1", "b1", "b32",
-                                                   "b32", "b1"]
-    assert all(len({c.split(":")[0] for c in b}) == 1 for b in blocks)  # a round is one group's
-    assert [r.sizes("base") for r in got] == [[2, 2, 2, 2]] * 2
-    assert got[0].marks == [0, 3, 4, 7, 8] and got[1].marks == [1, 2, 5, 6, 9]
-
-
-def test_a_group_that_fails_is_given_up_and_the_others_go_on() -> None:
-    runs = iter(range(1000))
-
-    def broken() -> None:
-        if next(runs) > 5:  # two warm-up runs, then the first round and into the second
-            raise RuntimeError("session died")
-
-    ok = {"base": lambda: None}
-    got = time_rounds_together([{"base": broken}, ok], SPEC)
-    assert isinstance(got[0], RuntimeError) and str(got[0]) == "session died"
-    assert isinstance(got[1], Rounds) and got[1].sizes("base") == [2, 2, 2, 2]
-    with pytest.raises(RuntimeError, match="session died"):
-        runs = iter(range(1000))
-        time_rounds({"base": broken}, SPEC)
 
 
 def test_turns_of_long_runs_take_each_slice_at_once_as_slices_do() -> None:
@@ -261,18 +227,3 @@ def test_time_group_gives_paired_fields_per_variant(tmp_path: Path,
     small = fields["small"]
     assert small["speedup"] > 1.5 and small["speedup_ci_low"] <= small["speedup"]
     assert small["speedup"] <= small["speedup_ci_high"]
-
-
-def test_time_groups_times_shapes_together_and_says_so(tmp_path: Path) -> None:
-    from harness.timing import Group, time_groups
-
-    spec = TimingSpec(warmup=1, rounds=2, min_iterations=2, min_seconds=0.0, max_seconds=5.0,
-                      intra_op_threads=1, turn_seconds=None)
-    path = matmul_chain(tmp_path / "m.onnx", 2, n=64)
-    sessions = {"baseline": make_session(path, "cpu", spec)}
-    groups = [Group(sessions, {"baseline": {"A": np.ones((b, 64), np.float32)}}, b, "baseline",
-                    128) for b in (1, 16)]
-    one, sixteen = time_groups(groups, "cpu", spec)
-    assert one["baseline"]["session"]["measurement"]["rounds_alongside"] == [[16, 128]]
-    assert sixteen["baseline"]["session"]["measurement"]["rounds_alongside"] == [[1, 128]]
-    assert one["baseline"]["round_sizes"] == sixteen["baseline"]["round_sizes"] == [1, 1]

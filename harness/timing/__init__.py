@@ -15,7 +15,7 @@ from harness.errors import ConfigError, first_line
 from harness.schema import TimingSpec
 from harness.timing.backend import PROVIDERS, as_runner, make_runner
 from harness.timing.base import Runner
-from harness.timing.group import Group, time_group, time_groups
+from harness.timing.group import time_group
 from harness.timing.inputs import describe_inputs, feed_for, make_inputs, random_inputs
 from harness.timing.loop import Measurement, measure
 from harness.timing.placement import device_check
@@ -31,10 +31,9 @@ from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROVIDERS", "Group", "Measurement", "Runner", "Stats", "describe_inputs", "device_check",
+__all__ = ["PROVIDERS", "Measurement", "Runner", "Stats", "describe_inputs", "device_check",
            "feed_for", "gemm_peak_gflops", "make_inputs", "make_runner", "make_session",
-           "measure", "model_flops", "roofline_of", "time_file", "time_group", "time_groups",
-           "time_onnx"]
+           "measure", "model_flops", "roofline_of", "time_file", "time_group", "time_onnx"]
 
 
 def _seq_len(inputs: Mapping[str, np.ndarray]) -> int:

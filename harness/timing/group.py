@@ -1,12 +1,11 @@
 """Time a group of sessions (onnxruntime or OpenVINO: the variants of one model, task,
 provider and shape) in interleaved rounds; one set of Record fields per variant, with the
-speedup over the baseline taken from the same rounds. Several shapes of one provider are
-timed at once, their rounds alternating (`time_groups`)."""
+speedup over the baseline taken from the same rounds."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,32 +25,13 @@ from harness.timing.loop import (
     steal_between,
 )
 from harness.timing.reference import Reference
-from harness.timing.rounds import (
-    SLICE_WARMUP,
-    Rounds,
-    Slice,
-    paired_speedup,
-    round_cv,
-    time_rounds_together,
-)
+from harness.timing.rounds import SLICE_WARMUP, Rounds, Slice, paired_speedup, round_cv, time_rounds
 from harness.timing.stats import Stats
 
 log = logging.getLogger(__name__)
 ON_CPU = ("cpu", "openvino")  # providers whose rounds the CPU reference workload describes
 SAMPLE_DECIMALS = 4  # ms rounded to 0.1 µs in records (perf_counter_ns resolution is finer
 #                      than the run-to-run noise by orders of magnitude; halves record size)
-
-
-@dataclass
-class Group:
-    """One shape's variants to time: their sessions (or runners), each variant's inputs
-    (the same texts through its own tokenizer), the batch size and the baseline's key."""
-
-    sessions: Mapping[str, ort.InferenceSession | Runner]
-    feeds: Mapping[str, Mapping[str, np.ndarray]]
-    batch_size: int
-    baseline: str | None = None
-    seq_len: int | None = None  # only to name the shape in the others' records
 
 
 def time_group(sessions: Mapping[str, ort.InferenceSession | Runner], provider: str,
@@ -67,36 +47,12 @@ def time_group(sessions: Mapping[str, ort.InferenceSession | Runner], provider: 
     over `baseline` (a key of `sessions`) with its 95% interval over rounds, the precision the
     runtime computed in, stability, load and memory.
     """
-    got = time_groups([Group(sessions, feeds, batch_size, baseline)], provider, spec)[0]
-    if isinstance(got, Exception):
-        raise got
-    return got
-
-
-def time_groups(groups: Sequence[Group], provider: str, spec: TimingSpec
-                ) -> list[dict[str, dict[str, Any]] | Exception]:
-    """`time_group` for several shapes of one provider at once, their rounds alternating
-    (harness.timing.rounds.time_rounds_together): each group's Record fields per variant, or
-    the exception that stopped that group's timing."""
-    runners = [{name: as_runner(s, provider, spec) for name, s in g.sessions.items()}
-               for g in groups]
-    steps = [{name: r.step(feed_for(r, g.feeds[name])) for name, r in rs.items()}
-             for g, rs in zip(groups, runners, strict=True)]
+    runners = {name: as_runner(s, provider, spec) for name, s in sessions.items()}
+    steps = {name: r.step(feed_for(r, feeds[name])) for name, r in runners.items()}
     reference = Reference(spec) if provider in ON_CPU else None
-
-    def mark() -> tuple[Any, float | None]:
-        return probe(), reference and reference.ms()
-
-    timed = time_rounds_together(steps, spec, [mark] * len(groups))
-    shapes = [[g.batch_size, g.seq_len] for g in groups]
-    return [got if isinstance(got, Exception) else
-            _fields(got, g, rs, provider, spec, shapes[:i] + shapes[i + 1:])
-            for i, (g, rs, got) in enumerate(zip(groups, runners, timed, strict=True))]
-
-
-def _fields(rounds: Rounds, group: Group, runners: Mapping[str, Runner], provider: str,
-            spec: TimingSpec, alongside: list[list[int | None]]) -> dict[str, dict[str, Any]]:
-    """Record fields of every variant of one timed group."""
+    wall0 = time.perf_counter()
+    rounds = time_rounds(steps, spec, mark=lambda: (probe(), reference and reference.ms()))
+    wall = time.perf_counter() - wall0
     counters = [c for c, _ in rounds.marks]
     others, per_core = load_between(counters[0], counters[-1])
     marks = list(zip(counters[:-1], counters[1:], strict=True))
@@ -105,14 +61,13 @@ def _fields(rounds: Rounds, group: Group, runners: Mapping[str, Runner], provide
     details = {"warmup": spec.warmup, "rounds": spec.rounds, "round_order": spec.round_order,
                "slice": vars(Slice.of(spec)), "slice_warmup": SLICE_WARMUP,
                "turn_seconds": spec.turn_seconds,
-               "group_seconds": rounds.seconds, "group": list(group.sessions),
-               "rounds_alongside": alongside,  # [batch, seq] of the shapes timed in turn
+               "group_seconds": round(wall, 3), "group": list(sessions),
                "others_load": others, "cpu_busy_per_core": per_core,
                "round_others_load": [load_between(a, b)[0] for a, b in marks],
                "round_steal": [steal_between(a, b) for a, b in marks],
                "reference_ms": [ms for _, ms in rounds.marks], "gc_disabled": True,
                "timer": "time.perf_counter_ns", "io_binding": provider == "cuda"}
-    return {name: variant_fields(rounds, name, group.batch_size, spec, others, group.baseline)
+    return {name: variant_fields(rounds, name, batch_size, spec, others, baseline)
             | shared | {"precision": runner.precision,
                         "session": runner.describe()
                         | {"measurement": details | {"stopped_by": rounds.stopped_by[name]}}}

@@ -145,86 +145,36 @@ def time_rounds(steps: Mapping[str, Step], spec: TimingSpec,
     The GC is off while timing. Samples are kept per round; nothing is discarded. `mark`
     (e.g. CPU counters) is called before each round and after the last one.
     """
-    got = time_rounds_together([steps], spec, [mark])[0]
-    if isinstance(got, Exception):
-        raise got
-    return got
-
-
-def time_rounds_together(groups: Sequence[Mapping[str, Step]], spec: TimingSpec,
-                         marks: Sequence[Callable[[], Any] | None] | None = None
-                         ) -> list[Rounds | Exception]:
-    """`time_rounds` for several groups whose rounds alternate: round 0 of every group, then
-    round 1 of every group, and so on (the groups' order rotating by one per round), so one
-    group's rounds lie a round of each other group apart. The machine's speed mode holds for
-    seconds, so consecutive rounds of one group share it and their mean moves between runs
-    by more than their spread shows; rounds a few seconds apart are close to independent
-    (docs/timing.md, "Fifteenth session"). A group whose round raises is given up (its
-    exception is returned in its place); the others go on."""
-    marks = list(marks) if marks is not None else [None] * len(groups)
-    states = [_GroupState(steps, spec, mark) for steps, mark in zip(groups, marks, strict=True)]
-    for state in states:
-        state.warm()
+    names = list(steps)
+    order = round_orders(names, spec.rounds, spec.round_order, spec.seed)
+    part = Slice.of(spec)
+    for name in order[0] if order else []:
+        for _ in range(spec.warmup):
+            steps[name]()
+    samples: dict[str, list[list[float]]] = {n: [] for n in names}
+    stopped: dict[str, list[str]] = {n: [] for n in names}
     gc.collect()
     was_on = gc.isenabled()
     gc.disable()
+    start = time.perf_counter()
+    marks = []
     try:
-        for index in range(spec.rounds):
-            for k in range(len(states)):
-                states[(index + k) % len(states)].round(index)
-        for state in states:
-            state.finish()
+        for index, names_in_round in enumerate(order):
+            if mark is not None:
+                marks.append(mark())
+            taken = ({n: timed_slice(steps[n], part) for n in names_in_round}
+                     if spec.turn_seconds is None else
+                     timed_turns(steps, names_in_round, part, spec.turn_seconds, spec.seed,
+                                 index))
+            for name, (ns, reason) in taken.items():
+                samples[name].append((np.asarray(ns, dtype=np.float64) / 1e6).tolist())
+                stopped[name].append(reason)
+        if mark is not None:
+            marks.append(mark())
     finally:
         if was_on:
             gc.enable()
-    return [state.error or state.result() for state in states]
-
-
-class _GroupState:
-    """One group's rounds while `time_rounds_together` alternates them with others'."""
-
-    def __init__(self, steps: Mapping[str, Step], spec: TimingSpec,
-                 mark: Callable[[], Any] | None) -> None:
-        self.steps, self.spec, self.mark = steps, spec, mark
-        self.order = round_orders(list(steps), spec.rounds, spec.round_order, spec.seed)
-        self.part = Slice.of(spec)
-        self.samples: dict[str, list[list[float]]] = {n: [] for n in steps}
-        self.stopped: dict[str, list[str]] = {n: [] for n in steps}
-        self.marks: list[Any] = []
-        self.seconds = 0.0
-        self.error: Exception | None = None
-
-    def warm(self) -> None:
-        for name in self.order[0] if self.order else []:
-            for _ in range(self.spec.warmup):
-                self.steps[name]()
-
-    def round(self, index: int) -> None:
-        if self.error is not None or index >= len(self.order):
-            return
-        try:
-            if self.mark is not None:
-                self.marks.append(self.mark())
-            start = time.perf_counter()
-            names = self.order[index]
-            taken = ({n: timed_slice(self.steps[n], self.part) for n in names}
-                     if self.spec.turn_seconds is None else
-                     timed_turns(self.steps, names, self.part, self.spec.turn_seconds,
-                                 self.spec.seed, index))
-            self.seconds += time.perf_counter() - start
-        except Exception as exc:  # noqa: BLE001 - this group only; the caller records it
-            self.error = exc
-            return
-        for name, (ns, reason) in taken.items():
-            self.samples[name].append((np.asarray(ns, dtype=np.float64) / 1e6).tolist())
-            self.stopped[name].append(reason)
-
-    def finish(self) -> None:
-        if self.error is None and self.mark is not None:
-            self.marks.append(self.mark())
-
-    def result(self) -> Rounds:
-        return Rounds(self.samples, self.order, self.stopped, round(self.seconds, 3), self.marks)
+    return Rounds(samples, order, stopped, round(time.perf_counter() - start, 3), marks)
 
 
 def round_stat(rounds_ms: Sequence[Sequence[float]], q: float | str = 50) -> np.ndarray:
