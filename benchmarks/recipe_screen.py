@@ -42,10 +42,10 @@ test is over seeds, not dev examples) and Benjamini-Hochberg q over the comparis
 same test A/A: each recipe's later half of seeds against its earlier half (nothing should be
 flagged; the sixth session's screen: 15 such comparisons, one p < 0.05, none at q < 0.05).
 
-`pack` writes the packaged models (`--models l6,l3`) small enough for a machine reached through a size-limited
-copy (the development GPU machine takes 64 MiB): fp16 weights and only the word-embedding
-rows that MRPC, RTE, STS-B (with their added inputs) and CoLA look up in their first 512 tokens; `run --packed DIR` restores
-fp32 files with zero rows elsewhere. Rows never looked up change no output; the fp16 rounding
+`pack` writes the packaged models (`--models l6,l3`) small enough for a machine reached
+through a size-limited copy (the development GPU machine takes 64 MiB): fp16 weights and only
+the word-embedding rows that MRPC, RTE, STS-B (with their added inputs) and CoLA look up in
+their first 512 tokens; `run --packed DIR` restores fp32 files with zero rows elsewhere. Rows never looked up change no output; the fp16 rounding
 moves the encoder's last hidden states by at most 0.025 (mean magnitude 0.2) on MRPC dev, so
 a packed run screens recipes, it does not reproduce a suite's figures.
 """
@@ -124,9 +124,7 @@ def gaps(seeds: list[int]) -> list[dict[str, Any]]:
     """The fifteenth session's screen: first the seed-42 minilm-l6 MRPC teacher, then per
     seed the long unstructured recoveries (first three seeds only) and the fine-tunes."""
     first = seeds[0]
-    out: list[dict[str, Any]] = [
-        {"kind": "ft", "model": "l6", "task": "mrpc", "inter": None, "seed": first,
-         "recipe": "nodrop", "save": f"l6-mrpc-nodrop-{first}"}]
+    out = [_nodrop_teacher(first)]
     for s in seeds:
         out += [{"kind": "method", "method": "prune-unstructured", "model": "l6", "task": "mrpc",
                  "params": {"sparsity": 0.8, "epochs": e, "distill": True},
@@ -139,9 +137,15 @@ def gaps(seeds: list[int]) -> list[dict[str, Any]]:
     return out
 
 
+def _nodrop_teacher(seed: int) -> dict[str, Any]:
+    """The minilm-l6 MRPC fine-tune (nightly recipe) that the pruning jobs distil from."""
+    return {"kind": "ft", "model": "l6", "task": "mrpc", "inter": None, "seed": seed,
+            "recipe": "nodrop", "save": f"l6-mrpc-nodrop-{seed}"}
+
+
 def sparse(seeds: list[int]) -> list[dict[str, Any]]:
     """80 % unstructured pruning with KD for 20 epochs, or 10 on added inputs, first seeds."""
-    teacher = gaps(seeds)[0]
+    teacher = _nodrop_teacher(seeds[0])
     return [teacher] + [{"kind": "method", "method": "prune-unstructured", "model": "l6",
                          "task": "mrpc", "params": {"sparsity": 0.8, "distill": True, **more},
                          "teacher": teacher["save"], "seed": s, "recipe": "nodrop"}
@@ -469,7 +473,8 @@ def report(path: Path) -> None:
               for r in GAP_RECIPES if r != "nodrop"]
     pairs += [(("method", "prune-unstructured", "nodrop", e, c),
                ("method", "prune-unstructured", "nodrop", SPARSE_EPOCHS[0], 0))
-              for e, c in [(SPARSE_EPOCHS[1], 0), (20, 0), (10, 2)]]
+              for e, c in [(m["epochs"], m.get("augment_copies", 0))
+                           for m in [{"epochs": SPARSE_EPOCHS[1]}, *SPARSE_MORE]]]
     rows = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
