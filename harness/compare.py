@@ -24,8 +24,10 @@ between them is a noise floor: a change smaller than it is not a regression.
 
 Metric: delta in points, tested once per (model, task, variant) on per-example predictions when
 both runs have them with the same tests as the leaderboard (harness.significance: exact McNemar
-where the metric is accuracy, a paired permutation test otherwise; regression deltas also get a
-paired-bootstrap interval); otherwise reported unpaired.
+where the metric is accuracy, a paired permutation test otherwise), with a paired-bootstrap 95%
+interval over dev examples; otherwise reported unpaired. The metric tests' p-values are
+adjusted with Benjamini-Hochberg among themselves (another family than latency's), as the
+leaderboard adjusts a run's deltas; a metric regression is significant at q < 5%.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from scipy import stats
 from harness.errors import ConfigError, HarnessError, first_line
 from harness.publish.markdown import md_table
 from harness.records import BASELINE, Record, resolve_stored_path
-from harness.significance import paired_test
+from harness.significance import paired_delta_ci, paired_test
 from harness.timing.rounds import round_stat
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ LATENCY_STATS: dict[str, float | str] = {
     "latency_ms_p50": 50, "latency_ms_p90": 90, "latency_ms_p95": 95, "latency_ms_p99": 99,
     "latency_ms_mean": "mean", "latency_ms_min": 0,
 }
-REGRESSION_METRICS = ("pearson", "spearmanr")
 ALPHA = 0.05
 MAX_LOAD = 0.5  # other processes' CPU share above which latency is not tested (unstable_load)
 PROBE_TOLERANCE = 0.03  # reference workload move between runs above which absolute latency is untested
@@ -98,20 +99,6 @@ def parse_threshold(text: str) -> Threshold:
         return Threshold(text, name, -float(value))
     raise ConfigError(f"bad threshold '{text}': expected e.g. latency_ms_p50:5% or metric:-0.5 "
                       f"(latency fields: {', '.join(LATENCY_STATS)})")
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with a 95% interval; significant when the interval excludes `null`."""
-
-    estimate: float
-    low: float
-    high: float
-    null: float
-
-    @property
-    def significant(self) -> bool:
-        return bool(self.low > self.null or self.high < self.null)
 
 
 @dataclass(frozen=True)
@@ -326,35 +313,6 @@ def run_noise_for(new: dict[Key, Record], bases: list[dict[Key, Record]], stat: 
                       {g: n for g, n in found.items() if n is not None})
 
 
-def _corr(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
-    """Row-wise Pearson or Spearman correlation of 2-D arrays."""
-    if metric == "spearmanr":
-        x, y = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
-    xm = x - x.mean(axis=-1, keepdims=True)
-    ym = y - y.mean(axis=-1, keepdims=True)
-    return (xm * ym).sum(-1) / np.sqrt((xm**2).sum(-1) * (ym**2).sum(-1))
-
-
-def paired_bootstrap(pred_new: Sequence[float], pred_base: Sequence[float],
-                     labels: Sequence[float], metric: str = "pearson", n_boot: int = 2000,
-                     seed: int = 0) -> tuple[Interval, float]:
-    """Metric difference new - base in points, examples resampled jointly; CI and p-value.
-
-    `compare` takes only the interval; its p-value comes from `significance.paired_test`."""
-    pn, pb, y = (np.asarray(v, dtype=float) for v in (pred_new, pred_base, labels))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for start in range(0, n_boot, 250):
-        idx = rng.integers(0, len(y), (min(250, n_boot - start), len(y)))
-        diffs.append(_corr(pn[idx], y[idx], metric) - _corr(pb[idx], y[idx], metric))
-    d = np.concatenate(diffs) * 100
-    d = d[np.isfinite(d)]
-    observed = float(_corr(pn[None], y[None], metric)[0] - _corr(pb[None], y[None], metric)[0])
-    low, high = np.percentile(d, [2.5, 97.5])
-    p = min(1.0, 2 * min(float((d <= 0).mean()), float((d >= 0).mean())))
-    return Interval(observed * 100, float(low), float(high), 0.0), p
-
-
 @dataclass
 class CellComparison:
     """One cell in both runs. The metric fields are set on one cell per (model, task,
@@ -366,11 +324,12 @@ class CellComparison:
     metric_delta: float | None = None  # points, new - baseline
     metric_test: str | None = None  # mcnemar-exact | permutation | unpaired
     metric_p: float | None = None
-    metric_ci: Interval | None = None
+    metric_q: float | None = None  # BH-adjusted over the comparison's metric tests
+    metric_ci: tuple[float, float] | None = None  # 95%, points, paired bootstrap
 
     @property
     def metric_significant(self) -> bool:
-        return self.metric_p is not None and self.metric_p < ALPHA
+        return self.metric_q is not None and self.metric_q < ALPHA
 
 
 @dataclass
@@ -396,8 +355,8 @@ class Comparison:
                 return ""
             if cell.metric_test == "unpaired":
                 return None
-            return (f"metric {cell.metric_delta:+.2f} points ({cell.metric_test}, "
-                    f"p={cell.metric_p:.3g})") if cell.metric_significant else ""
+            return (f"metric {cell.metric_delta:+.2f} points ({metric_detail(cell)})"
+                    if cell.metric_significant else "")
         test = cell.latency.get(t.field)
         if test is None or math.isnan(test.estimate):  # no latency measured in either run
             return ""
@@ -537,17 +496,29 @@ def _point_latency(new: Record, bases: list[Record], fields: Iterable[str]
 
 
 def adjust_fdr(cells: list[CellComparison]) -> None:
-    """Benjamini-Hochberg q-values over every tested latency comparison of the run."""
+    """Benjamini-Hochberg q-values over every tested latency comparison of the run, and
+    separately over its metric tests (one per variant and evaluating runtime)."""
     tests = [(c, f, t) for c in cells for f, t in c.latency.items() if t.tested]
-    if not tests:
-        return
-    q = stats.false_discovery_control([t.p for _, _, t in tests], method="bh")
-    for (cell, name, test), qi in zip(tests, q, strict=True):
-        cell.latency[name] = replace(test, q=float(qi))
+    if tests:
+        q = stats.false_discovery_control([t.p for _, _, t in tests], method="bh")
+        for (cell, name, test), qi in zip(tests, q, strict=True):
+            cell.latency[name] = replace(test, q=float(qi))
+    metric = [c for c in cells if c.metric_p is not None]
+    if metric:
+        q = stats.false_discovery_control([c.metric_p for c in metric], method="bh")
+        for cell, qi in zip(metric, q, strict=True):
+            cell.metric_q = float(qi)
+
+
+def metric_detail(cell: CellComparison) -> str:
+    """The metric delta's test, p, q and interval, as a regression line or a report says it."""
+    ci = (f", 95% CI {cell.metric_ci[0]:+.2f} to {cell.metric_ci[1]:+.2f}"
+          if cell.metric_ci else "")
+    return f"{cell.metric_test}, p={cell.metric_p:.3g}, q={cell.metric_q:.3g}{ci}"
 
 
 def _metric(cell: CellComparison, new: Record, base: Record,
-            preds: tuple[Sequence, Sequence, Sequence] | None, n_boot: int, seed: int) -> None:
+            preds: tuple[Sequence, Sequence, Sequence] | None, seed: int) -> None:
     if new.metric_value is None or base.metric_value is None:
         return
     cell.metric_name = new.metric_name
@@ -555,11 +526,11 @@ def _metric(cell: CellComparison, new: Record, base: Record,
     if preds is None:
         cell.metric_test = "unpaired"
         return
-    test = paired_test(*preds, metric=new.metric_name or "accuracy", seed=seed)
+    metric = new.metric_name or "accuracy"
+    test = paired_test(*preds, metric=metric, seed=seed)
     cell.metric_test, cell.metric_p = test.test, test.p_value
-    if new.metric_name in REGRESSION_METRICS:
-        cell.metric_ci, _ = paired_bootstrap(*preds, metric=new.metric_name, n_boot=n_boot,
-                                             seed=seed)
+    low, high = paired_delta_ci(*preds, metric=metric, seed=seed)
+    cell.metric_ci = (low * 100, high * 100)
 
 
 def _check_machines(pairs: list[tuple[Record, Record]], force: bool) -> str | None:
@@ -603,8 +574,7 @@ def _settings_note(pairs: list[tuple[Record, Record]]) -> str | None:
 
 def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record],
                  thresholds: list[str], force: bool = False,
-                 predictions: Predictions | None = None, n_boot: int = 2000,
-                 seed: int = 0, max_load: float = MAX_LOAD,
+                 predictions: Predictions | None = None, seed: int = 0, max_load: float = MAX_LOAD,
                  run_noise: float | None = None) -> Comparison:
     """Compare every cell present in the run and in every baseline run (the first baseline
     run is the metric's reference); refuse different machines unless forced. Latency is
@@ -635,7 +605,7 @@ def compare_runs(run_records: Iterable[Record], *baseline_runs: Iterable[Record]
         tested = (*k[:3], new[k].metric_provider)  # once per variant and evaluating runtime
         if tested not in metric_done:
             metric_done.add(tested)
-            _metric(cell, new[k], refs[0], (predictions or {}).get(k), n_boot, seed)
+            _metric(cell, new[k], refs[0], (predictions or {}).get(k), seed)
         cells.append(cell)
     adjust_fdr(cells)
     broken = [k for k in both
@@ -666,6 +636,8 @@ def _key_cols(key: tuple) -> dict[str, object]:
 def cell_row(cell: CellComparison) -> dict[str, object]:
     t = cell.latency.get("latency_ms_p50")
     p = "–" if cell.metric_p is None else f"{cell.metric_p:.3g}"
+    mq = "–" if cell.metric_q is None else f"{cell.metric_q:.3g}"
+    mci = "–" if cell.metric_ci is None else f"{cell.metric_ci[0]:+.2f} to {cell.metric_ci[1]:+.2f}"
     tested = t is not None and t.tested
     return _key_cols(cell.key) | {
         "p50 new/base": f"{t.estimate:.3f}×" if t else "–",
@@ -677,7 +649,7 @@ def cell_row(cell: CellComparison) -> dict[str, object]:
         "latency": ("slower" if t.estimate > 1 else "faster") if tested and t.significant
         else "–",
         "Δ metric (points)": "–" if cell.metric_delta is None else f"{cell.metric_delta:+.2f}",
-        "test": cell.metric_test or "–", "p": p,
+        "Δ 95% CI": mci, "test": cell.metric_test or "–", "p": p, "q (metric)": mq,
     }
 
 
@@ -703,7 +675,10 @@ def _markdown(cmp: Comparison) -> str:
              "q = Benjamini-Hochberg adjusted p over all cells; a regression is significant "
              "(q < 0.05) and beyond its threshold"
              + (" and beyond the baseline runs' spread" if cmp.n_baselines > 1 else "")
-             + ". The metric is tested once per model, task and variant; 'unpaired' metric "
+             + ". The metric is tested once per model, task and variant on the same dev "
+             "examples (exact McNemar for accuracy, else a paired permutation test), with a "
+             "paired-bootstrap 95% interval of the delta; its q adjusts the metric tests' p "
+             "among themselves, and a metric regression needs q < 0.05; 'unpaired' metric "
              "deltas are not tested.", ""]
     if cmp.machine_note:
         lines += [f"**Warning:** {cmp.machine_note}.", ""]

@@ -1,8 +1,8 @@
 """Uncertainty of dev-set metrics: bootstrap intervals, paired tests, false-discovery control.
 
 The unit that varies is the dev example: an interval resamples dev examples (seeded
-percentile bootstrap), and a delta between two models evaluated on the same examples is tested
-pairwise — exact McNemar on the discordant pairs where the metric is accuracy, a paired
+percentile bootstrap; a delta's draws the same examples for both models), and a delta between
+two models evaluated on the same examples is tested pairwise — exact McNemar on the discordant pairs where the metric is accuracy, a paired
 permutation test (swapping the two models' predictions within examples) for every other
 metric (MCC, F1, Pearson, Spearman). Many deltas in one run are controlled with
 Benjamini-Hochberg. The leaderboard and `compare` both read these functions.
@@ -99,6 +99,25 @@ def bootstrap_ci(pred: Sequence[float], labels: Sequence[float], metric: str, *,
 
     res = stats.bootstrap((p, y), statistic, paired=True, vectorized=True, n_resamples=n_resamples,
                           confidence_level=level, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def paired_delta_ci(pred_new: Sequence[float], pred_base: Sequence[float],
+                    labels: Sequence[float], metric: str, *, level: float = LEVEL,
+                    n_resamples: int = N_RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """Seeded percentile-bootstrap interval of metric(new) - metric(base) over dev examples,
+    each resample drawing the same examples for both models (the metric's units)."""
+    pn, pb, y = _arrays(pred_new, pred_base, labels)
+    fn = metric_fn(metric)
+    if np.array_equal(pn, pb):  # every resample gives a delta of 0
+        return 0.0, 0.0
+
+    def statistic(a: np.ndarray, b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        return fn(a, c) - fn(b, c)
+
+    res = stats.bootstrap((pn, pb, y), statistic, paired=True, vectorized=True,
+                          n_resamples=n_resamples, confidence_level=level, method="percentile",
                           rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 

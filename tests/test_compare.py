@@ -1,4 +1,5 @@
-"""Run comparison: bootstrap latency ratios, paired metric tests, thresholds, machine check."""
+"""Run comparison: between-run latency tests, paired metric tests under FDR control, thresholds,
+machine check."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,6 @@ from harness.compare import (
     compare_runs,
     estimate_machine_noise,
     estimate_run_noise,
-    paired_bootstrap,
     parse_threshold,
     welch_ratio,
 )
@@ -159,17 +159,39 @@ def test_regression_task_uses_permutation_test_and_bootstrap_interval() -> None:
     rng = np.random.default_rng(0)
     labels = rng.uniform(0, 5, 300)
     good, bad = labels + rng.normal(0, 0.3, 300), labels + rng.normal(0, 2.0, 300)
-    ci, p = paired_bootstrap(bad, good, labels, "pearson", n_boot=500)
-    assert ci.estimate < -10 and ci.high < 0 and p < 0.01
-    same, p_same = paired_bootstrap(good, good, labels, "spearmanr", n_boot=200)
-    assert same.estimate == 0.0 and p_same == 1.0
     key = rec([], task="stsb").key
     cmp = compare_runs([rec([], task="stsb", metric_name="pearson", metric=0.8)],
                        [rec([], task="stsb", metric_name="pearson", metric=0.95)],
                        thresholds=THRESHOLDS, predictions={key: (bad, good, labels)})
-    assert cmp.cells[0].metric_test == "permutation" and cmp.cells[0].metric_p < 0.01
-    assert cmp.cells[0].metric_ci is not None and cmp.cells[0].metric_ci.high < 0
+    cell = cmp.cells[0]
+    assert cell.metric_test == "permutation" and cell.metric_p < 0.01
+    observed = (np.corrcoef(bad, labels)[0, 1] - np.corrcoef(good, labels)[0, 1]) * 100
+    assert cell.metric_ci is not None and cell.metric_ci[0] < observed < cell.metric_ci[1] < 0
     assert [t for _, t, _ in cmp.regressions] == ["metric:-0.5"]
+    assert f"{cell.metric_ci[0]:+.2f} to {cell.metric_ci[1]:+.2f}" in cmp.to_markdown()
+
+
+def test_metric_regressions_are_controlled_for_false_discoveries() -> None:
+    """Exact McNemar with 6 new errors and none fixed: p = 2 / 2^6 = 0.03125, a drop of 3
+    points. Alone it is a regression; beside two unchanged variants (p = 1) its BH q is
+    0.03125 * 3 / 1 = 0.094, not significant."""
+    labels = np.ones(200, dtype=int)
+    worse = labels.copy()
+    worse[:6] = 0
+
+    def run(variants: list[str]) -> object:
+        new = [rec([], variant=v, metric=0.97 if v == "a" else 1.0) for v in variants]
+        preds = {r.key: (worse if r.variant == "a" else labels, labels, labels) for r in new}
+        return compare_runs(new, [rec([], variant=v, metric=1.0) for v in variants],
+                            thresholds=["metric:-0.5"], predictions=preds)
+
+    alone = run(["a"])
+    assert alone.cells[0].metric_p == pytest.approx(0.03125)
+    assert alone.cells[0].metric_q == pytest.approx(0.03125)
+    assert [k for k, _, _ in alone.regressions] == [("m", "sst2", "a")]
+    three = run(["a", "b", "c"])
+    assert [c.metric_q for c in three.cells] == pytest.approx([0.09375, 1.0, 1.0])
+    assert three.regressions == []
 
 
 def test_unpaired_metric_drop_is_reported_not_flagged() -> None:

@@ -14,6 +14,7 @@ from harness.significance import (
     fdr_updates,
     mcnemar_exact,
     metric_fn,
+    paired_delta_ci,
     paired_test,
     permutation_test,
 )
@@ -48,6 +49,27 @@ def test_bootstrap_interval_matches_the_normal_approximation_and_is_seeded() -> 
     assert low == pytest.approx(0.8 - half, abs=0.01)
     assert high == pytest.approx(0.8 + half, abs=0.01)
     assert bootstrap_ci(preds, labels, "accuracy") == (low, high)
+
+
+def test_delta_interval_of_two_examples_spans_every_resample() -> None:
+    # the new model fixes example 1, both get example 2 right: per-example gains 1 and 0, so a
+    # resampled delta is 0 (1/4), 0.5 (1/2) or 1 (1/4)
+    assert paired_delta_ci([1, 1], [0, 1], [1, 1], "accuracy") == (0.0, 1.0)
+    assert paired_delta_ci([0, 1], [0, 1], [1, 1], "accuracy") == (0.0, 0.0)
+
+
+def test_delta_interval_resamples_examples_for_both_models_at_once() -> None:
+    """Base right on 320 of 400, new right on those and 20 more: paired, the delta's spread is
+    that of 20 gains in 400 examples, 1.96 * sqrt(0.05 * 0.95 / 400) = 0.0214 either side;
+    resampled independently it would be about 0.055."""
+    labels = np.zeros(400, dtype=int)
+    base = np.r_[np.zeros(320, dtype=int), np.ones(80, dtype=int)]
+    new = np.r_[np.zeros(340, dtype=int), np.ones(60, dtype=int)]
+    low, high = paired_delta_ci(new, base, labels, "accuracy")
+    half = 1.96 * np.sqrt(0.05 * 0.95 / 400)
+    assert low == pytest.approx(0.05 - half, abs=0.006)
+    assert high == pytest.approx(0.05 + half, abs=0.006)
+    assert paired_delta_ci(new, base, labels, "accuracy") == (low, high)  # seeded
 
 
 @pytest.mark.parametrize(("name", "reference"), [("matthews_correlation", matthews_corrcoef),

@@ -14,6 +14,7 @@ from harness.compare import (
     Comparison,
     Threshold,
     compare_run_dirs,
+    metric_detail,
     parse_threshold,
 )
 from harness.errors import HarnessError
@@ -78,7 +79,7 @@ def _metric_change(cell: CellComparison, t: Threshold) -> Change | None:
     tested = cell.metric_test != "unpaired"
     if tested and not cell.metric_significant:
         return None
-    how = f"{cell.metric_test}, p={cell.metric_p:.3g}" if tested else "unpaired: untested"
+    how = metric_detail(cell) if tested else "unpaired: untested"
     return Change(cell.key, "metric", f"{delta:+.2f} points ({how})",
                   "better" if delta > 0 else "worse", tested)
 
