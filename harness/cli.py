@@ -118,14 +118,14 @@ def compare(run_dir: Path,
                      "run and its one baseline where larger).", min=0.0)] = None,
             ) -> None:
     """Per-cell latency ratio and metric delta with confidence; exit 1 on a regression."""
-    from harness.compare import compare_run_dirs
+    from harness.compare import compare_run_dirs, to_markdown
 
     if output is not None and output.is_dir():
         raise ConfigError(f"{output}: --output is a directory; give a file name")
     result = compare_run_dirs(run_dir, baseline, thresholds=threshold or [], force=force,
                               max_load=max_load,
                               run_noise=None if run_noise is None else run_noise / 100)
-    text = result.to_markdown()
+    text = to_markdown(result)
     if output:
         try:
             output.write_text(text, encoding="utf-8")

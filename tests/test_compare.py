@@ -14,6 +14,7 @@ from harness.compare import (
     estimate_machine_noise,
     estimate_run_noise,
     parse_threshold,
+    to_markdown,
     welch_ratio,
 )
 from harness.errors import ConfigError, HarnessError
@@ -62,7 +63,7 @@ def test_known_regression_is_detected() -> None:
     assert test.estimate == pytest.approx(1.2, abs=0.03)
     assert test.low > 1.1 and test.significant and (test.n_new, test.n_base) == (5, 5)
     assert [(k[2], t) for k, t, _ in cmp.regressions] == [("int8-dynamic", "latency_ms_p50:5%")]
-    assert "latency_ms_p50:5%" in cmp.to_markdown()
+    assert "latency_ms_p50:5%" in to_markdown(cmp)
 
 
 def test_identical_runs_are_not_flagged() -> None:
@@ -129,7 +130,7 @@ def test_several_baselines_make_their_spread_the_noise_floor() -> None:
     cmp = compare_runs([new], [a], [b], thresholds=THRESHOLDS)
     test = cmp.cells[0].latency["latency_ms_p50"]
     assert test.floor == pytest.approx(8.0, abs=1.0) and test.n_base == 10
-    assert cmp.regressions == [] and "2 baseline runs" in cmp.to_markdown()
+    assert cmp.regressions == [] and "2 baseline runs" in to_markdown(cmp)
     slower = compare_runs([rrec(1.25, seed=11)], [a], [b], thresholds=THRESHOLDS)
     assert len(slower.regressions) == 1
 
@@ -168,7 +169,7 @@ def test_regression_task_uses_permutation_test_and_bootstrap_interval() -> None:
     observed = (np.corrcoef(bad, labels)[0, 1] - np.corrcoef(good, labels)[0, 1]) * 100
     assert cell.metric_ci is not None and cell.metric_ci[0] < observed < cell.metric_ci[1] < 0
     assert [t for _, t, _ in cmp.regressions] == ["metric:-0.5"]
-    assert f"{cell.metric_ci[0]:+.2f} to {cell.metric_ci[1]:+.2f}" in cmp.to_markdown()
+    assert f"{cell.metric_ci[0]:+.2f} to {cell.metric_ci[1]:+.2f}" in to_markdown(cmp)
 
 
 def test_metric_regressions_are_controlled_for_false_discoveries() -> None:
@@ -201,7 +202,7 @@ def test_unpaired_metric_drop_is_reported_not_flagged() -> None:
     assert cmp.cells[0].metric_test == "unpaired"
     assert cmp.regressions == []
     assert [t for _, t in cmp.untested] == ["metric:-0.5"]
-    assert "unpaired" in cmp.to_markdown() and "-10.00" in cmp.to_markdown()
+    assert "unpaired" in to_markdown(cmp) and "-10.00" in to_markdown(cmp)
 
 
 @pytest.mark.parametrize("text", ["latency_ms_p50:5%", "latency_ms_p99:0.5%", "metric:-0.5",
@@ -228,7 +229,7 @@ def test_machine_mismatch_refused_then_forced() -> None:
     with pytest.raises(HarnessError, match="fp-new.*fp-old"):
         compare_runs(new, base, thresholds=THRESHOLDS)
     cmp = compare_runs(new, base, thresholds=THRESHOLDS, force=True)
-    assert len(cmp.cells) == 1 and "fp-new" in cmp.to_markdown()
+    assert len(cmp.cells) == 1 and "fp-new" in to_markdown(cmp)
 
 
 def test_changed_timing_settings_are_named_in_the_report() -> None:
@@ -242,10 +243,10 @@ def test_changed_timing_settings_are_named_in_the_report() -> None:
     assert cmp.settings_note == ("timing settings differ from the baseline (stop_spinning_after_"
                                  "run: None there, True here, in 1 cells): a latency change in "
                                  "those cells may be theirs")
-    assert "**Note:** timing settings differ" in cmp.to_markdown()
+    assert "**Note:** timing settings differ" in to_markdown(cmp)
     same = compare_runs([old.model_copy(update={"session": timed | {"measurement": {}}})],
                         [old], thresholds=THRESHOLDS)
-    assert same.settings_note is None and "**Note:**" not in same.to_markdown()
+    assert same.settings_note is None and "**Note:**" not in to_markdown(same)
     turns = new.model_copy(update={"session": timed | {"measurement": {"turn_seconds": 0.025}}})
     assert compare_runs([turns], [old], thresholds=THRESHOLDS).settings_note == (
         "timing settings differ from the baseline (turn_seconds: None there, 0.025 here, in 1 "
@@ -280,7 +281,7 @@ def test_metric_is_tested_once_per_variant_not_per_shape() -> None:
     cmp = compare_runs(new, base, thresholds=THRESHOLDS, predictions=preds)
     assert [c.metric_test for c in cmp.cells] == ["mcnemar-exact", None]
     assert cmp.regressions == [(("m", "sst2", "int8-dynamic"), "metric:-0.5", cmp.regressions[0][2])]
-    assert "| –" in cmp.to_markdown()
+    assert "| –" in to_markdown(cmp)
 
 
 def test_cells_timed_under_load_are_untested_not_regressions() -> None:
@@ -291,7 +292,7 @@ def test_cells_timed_under_load_are_untested_not_regressions() -> None:
     test = cmp.cells[0].latency["latency_ms_p50"]
     assert not test.tested and test.note == "timed under load"
     assert cmp.regressions == [] and [t for _, t in cmp.untested] == ["latency_ms_p50:5%"]
-    assert "timed under load" in cmp.to_markdown()
+    assert "timed under load" in to_markdown(cmp)
     assert compare_runs([slow], [base], thresholds=THRESHOLDS, max_load=0.95).regressions
 
 
@@ -390,8 +391,8 @@ def test_a_slower_baseline_is_flagged_against_several_steady_baseline_runs() -> 
     assert {k[1] for k, _, _ in cmp.regressions} == {"t0"}
     one = compare_runs(new, baselines(steady, seed=6), thresholds=THRESHOLDS)
     assert _flagged(one) == set()
-    assert "**One baseline run:**" in one.to_markdown()
-    assert "**One baseline run:**" not in cmp.to_markdown()
+    assert "**One baseline run:**" in to_markdown(one)
+    assert "**One baseline run:**" not in to_markdown(cmp)
     base = next(c.latency["latency_ms_p50"] for c in one.cells if c.key[2] == "baseline")
     assert not base.tested and base.note.startswith("one baseline run")
 
@@ -428,7 +429,7 @@ def test_a_drifting_runtime_raises_no_false_alarm_on_its_baselines() -> None:
     slow = baselines({"cpu": 0.005, "openvino": 0.04}, seed=20, slow={"t3": 1.25})
     cmp = compare_runs(slow, *runs[1:], thresholds=THRESHOLDS)
     assert {(k[1], k[3]) for k, _, _ in cmp.regressions} >= {("t3", "cpu"), ("t3", "openvino")}
-    assert "openvino baseline cell pairs" in cmp.to_markdown()
+    assert "openvino baseline cell pairs" in to_markdown(cmp)
 
 
 def round_values_of(run: list[Record], provider: str, task: str) -> np.ndarray:
@@ -495,15 +496,15 @@ def test_single_baseline_uses_the_default_run_noise_and_several_their_own() -> N
     quiet = aa_runs(2, 0.0, seed=4)
     one = compare_runs(quiet[0], quiet[1], thresholds=THRESHOLDS)
     assert one.run_noise["latency_ms_p50"].pooled.sd == RUN_NOISE
-    assert f"latency_ms_p50 {RUN_NOISE:.1%} (default" in one.to_markdown()
+    assert f"latency_ms_p50 {RUN_NOISE:.1%} (default" in to_markdown(one)
     runs = aa_runs(3, 0.03, seed=4)
     noisy = compare_runs(runs[0], runs[1], thresholds=THRESHOLDS)  # a noisier machine
     assert noisy.run_noise["latency_ms_p50"].pooled.sd == pytest.approx(0.03, abs=0.015)
     assert ("estimated from this run and the baseline run (30 cell pairs), above the default"
-            in noisy.to_markdown())
+            in to_markdown(noisy))
     several = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS)
     assert several.run_noise["latency_ms_p50"].pooled.sd == pytest.approx(0.03, abs=0.01)
-    assert "estimated from 2 baseline runs" in several.to_markdown()
+    assert "estimated from 2 baseline runs" in to_markdown(several)
     given = compare_runs(runs[0], runs[1], runs[2], thresholds=THRESHOLDS, run_noise=0.05)
     assert given.run_noise["latency_ms_p50"].pooled == RunNoise(0.05, "given")
     test = next(c.latency["latency_ms_p50"] for c in given.cells if c.key[2] == "v0")
@@ -601,7 +602,7 @@ def test_run_noise_is_estimated_per_provider_and_batch_size() -> None:
     table = cmp.run_noise["latency_ms_p50"]
     assert table.groups[("cpu", 1)].sd == pytest.approx(0.06, abs=0.025)
     assert table.groups[("cpu", 32)].sd == pytest.approx(0.01, abs=0.008)
-    assert "cpu batch 32 " in cmp.to_markdown() and "other cells" in cmp.to_markdown()
+    assert "cpu batch 32 " in to_markdown(cmp) and "other cells" in to_markdown(cmp)
     batches = [k[4] for k, _, _ in cmp.regressions]
     assert batches.count(32) >= 16 and batches.count(1) <= 1
     one = compare_runs(runs[3], runs[0], thresholds=THRESHOLDS)  # one baseline run

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.compare import to_markdown
 from harness.query import run_query, stored_runs
 from harness.results_store import ResultsStore
 from harness.site.html import slug
@@ -64,7 +65,7 @@ def build_site(results_dir: Path, out: Path, thresholds: list[str] | None = None
     if weekly is not None and weekly.comparison is not None:
         target = compare_file(weekly)
         _write(out / f"{target}.html", compare_page(weekly), written)
-        _write(out / f"{target}.md", weekly.comparison.to_markdown(), written)
+        _write(out / f"{target}.md", to_markdown(weekly.comparison), written)
     reports = _copy_reports(results_dir, [str(r) for r in runs["run_id"]], out)
     latest = records[records["run_id"] == runs["run_id"].iloc[-1]] if len(runs) else records
     note = f"results store: {store.size_bytes() / 1e6:.2f} MB of Parquet"
