@@ -45,9 +45,10 @@ flagged; the sixth session's screen: 15 such comparisons, one p < 0.05, none at 
 `pack` writes the packaged models (`--models l6,l3`) small enough for a machine reached
 through a size-limited copy (the development GPU machine takes 64 MiB): fp16 weights and only
 the word-embedding rows that MRPC, RTE, STS-B (with their added inputs) and CoLA look up in
-their first 512 tokens; `run --packed DIR` restores fp32 files with zero rows elsewhere. Rows never looked up change no output; the fp16 rounding
-moves the encoder's last hidden states by at most 0.025 (mean magnitude 0.2) on MRPC dev, so
-a packed run screens recipes, it does not reproduce a suite's figures.
+their first 512 tokens; `run --packed DIR` restores fp32 files with zero rows elsewhere. Rows
+never looked up change no output; the fp16 rounding moves the encoder's last hidden states by
+at most 0.025 (mean magnitude 0.2) on MRPC dev, so a packed run screens recipes, it does not
+reproduce a suite's figures.
 """
 from __future__ import annotations
 
@@ -473,8 +474,8 @@ def report(path: Path) -> None:
               for r in GAP_RECIPES if r != "nodrop"]
     pairs += [(("method", "prune-unstructured", "nodrop", e, c),
                ("method", "prune-unstructured", "nodrop", SPARSE_EPOCHS[0], 0))
-              for e, c in [(m["epochs"], m.get("augment_copies", 0))
-                           for m in [{"epochs": SPARSE_EPOCHS[1]}, *SPARSE_MORE]]]
+              for e, c in [(SPARSE_EPOCHS[1], 0),
+                           *[(m["epochs"], m.get("augment_copies", 0)) for m in SPARSE_MORE]]]
     rows = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
