@@ -2,8 +2,8 @@
 
 The unit that varies is the dev example: an interval resamples dev examples (seeded
 percentile bootstrap; a delta's draws the same examples for both models), and a delta between
-two models evaluated on the same examples is tested pairwise — exact McNemar on the discordant pairs where the metric is accuracy, a paired
-permutation test (swapping the two models' predictions within examples) for every other
+two models evaluated on the same examples is tested pairwise — exact McNemar on the
+discordant pairs where the metric is accuracy, a paired permutation test (swapping the two models' predictions within examples) for every other
 metric (MCC, F1, Pearson, Spearman). Many deltas in one run are controlled with
 Benjamini-Hochberg. The leaderboard and `compare` both read these functions.
 """
@@ -85,6 +85,16 @@ def _arrays(*values: Sequence[float]) -> list[np.ndarray]:
     return arrays
 
 
+def _percentile_interval(data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray],
+                         level: float, n_resamples: int, seed: int) -> tuple[float, float]:
+    """scipy's seeded percentile bootstrap of a vectorised `statistic`, the arrays of `data`
+    resampled together (one draw of dev examples for all of them)."""
+    res = stats.bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                          confidence_level=level, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def bootstrap_ci(pred: Sequence[float], labels: Sequence[float], metric: str, *,
                  level: float = LEVEL, n_resamples: int = N_RESAMPLES,
                  seed: int = SEED) -> tuple[float, float]:
@@ -94,13 +104,11 @@ def bootstrap_ci(pred: Sequence[float], labels: Sequence[float], metric: str, *,
     if np.all(p == p[0]) and np.all(y == y[0]):  # every resample gives the same value
         value = float(fn(p, y))
         return value, value
+
     def statistic(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return fn(a, b)
 
-    res = stats.bootstrap((p, y), statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                          confidence_level=level, method="percentile",
-                          rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return _percentile_interval((p, y), statistic, level, n_resamples, seed)
 
 
 def paired_delta_ci(pred_new: Sequence[float], pred_base: Sequence[float],
@@ -116,10 +124,7 @@ def paired_delta_ci(pred_new: Sequence[float], pred_base: Sequence[float],
     def statistic(a: np.ndarray, b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
         return fn(a, c) - fn(b, c)
 
-    res = stats.bootstrap((pn, pb, y), statistic, paired=True, vectorized=True,
-                          n_resamples=n_resamples, confidence_level=level, method="percentile",
-                          rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return _percentile_interval((pn, pb, y), statistic, level, n_resamples, seed)
 
 
 @dataclass(frozen=True)
